@@ -1,0 +1,1 @@
+"""rdevos.export."""
