@@ -1,0 +1,189 @@
+"""Typed configuration: the architecture (:class:`ModelConfig`) and inference settings (:class:`InferenceConfig`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ModelConfig", "InferenceConfig", "MemoryMode", "MemorySchedule", "Precision", "PRESETS"]
+
+
+class MemoryMode(str, enum.Enum):
+    """Which frames the memory holds (the reference's ``mode`` strings). All are constant in size.
+
+    ``TWO_FRAMES_COMPRESS`` is the one RDE-VOS uses everywhere: [gt, gt] before the first memory update,
+    then [RDE, last memory frame, gt, gt]. ``gt`` is duplicated on purpose, as in the reference: it changes
+    which entries survive top-k.
+    """
+
+    TWO_FRAMES_COMPRESS = "two-frames-compress"
+    GT_COMPRESS = "gt-compress"
+    LAST_COMPRESS = "last-compress"
+    COMPRESS = "compress"
+    TWO_FRAMES = "two-frames"
+    GT = "gt"
+    LAST = "last"
+
+    @property
+    def compresses(self) -> bool:
+        return self in (MemoryMode.TWO_FRAMES_COMPRESS, MemoryMode.GT_COMPRESS, MemoryMode.LAST_COMPRESS,
+                        MemoryMode.COMPRESS)
+
+
+class MemorySchedule(str, enum.Enum):
+    """When a frame becomes a memory frame.
+
+    ``ABSOLUTE``: frame index ``t % mem_every == 0`` (official DAVIS and ModelScope code).
+    ``RELATIVE``: ``t - last_memory_frame >= mem_every``, where an annotated frame also counts as a memory frame
+    (official YouTube-VOS code).
+    """
+
+    ABSOLUTE = "absolute"
+    RELATIVE = "relative"
+
+
+class Precision(str, enum.Enum):
+    """Compute precision of the network (the memory read is always fp32)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+def _to_tuple(x: Any) -> Any:
+    return tuple(x) if isinstance(x, list) else x
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an RDE-VOS network. The defaults are the official architecture (64.0 M parameters).
+
+    Attributes:
+        key_block: residual block of the key encoder, ``"bottleneck"`` (ResNet-50) or ``"basic"`` (ResNet-18/34).
+        key_layers: blocks in the three kept stages (the official ResNet-50 stops after layer3).
+        key_width: base width of the key encoder (64 for torchvision ResNets).
+        value_layers: blocks in the three kept stages of the (basic-block) value encoder.
+        value_width: base width of the value encoder.
+        key_dim: channels of keys (the affinity is scaled by ``1/sqrt(key_dim)``).
+        value_dim: channels of values, of the thin query feature and of the readout.
+        decoder_dims: output channels of the 1/16->1/8 and 1/8->1/4 upsampling blocks.
+        cbam_reduction: channel reduction of the CBAM gate in the value fuser.
+        single_object: stage-0 value encoder (RGB + mask, no "others" channel, no memory compressor).
+    """
+
+    key_block: str = "bottleneck"
+    key_layers: tuple[int, int, int] = (3, 4, 6)
+    key_width: int = 64
+    value_layers: tuple[int, int, int] = (2, 2, 2)
+    value_width: int = 64
+    key_dim: int = 64
+    value_dim: int = 512
+    decoder_dims: tuple[int, int] = (256, 256)
+    cbam_reduction: int = 16
+    single_object: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("key_layers", "value_layers", "decoder_dims"):
+            object.__setattr__(self, name, _to_tuple(getattr(self, name)))
+        if self.key_block not in ("bottleneck", "basic"):
+            raise ValueError(f"key_block must be 'bottleneck' or 'basic', got {self.key_block!r}")
+        if len(self.key_layers) != 3 or len(self.value_layers) != 3 or len(self.decoder_dims) != 2:
+            raise ValueError("key_layers and value_layers need 3 entries, decoder_dims 2")
+
+    @property
+    def key_channels(self) -> tuple[int, int, int]:
+        """Channels of the key encoder's (f4, f8, f16) features."""
+        expansion = 4 if self.key_block == "bottleneck" else 1
+        w = self.key_width * expansion
+        return (w, 2 * w, 4 * w)
+
+    @property
+    def value_channels(self) -> int:
+        """Channels of the value encoder's stride-16 feature (before the fuser)."""
+        return 4 * self.value_width
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def official(cls) -> ModelConfig:
+        """The official RDE-VOS architecture (ResNet-50 keys, ResNet-18 values, 64/512 channels)."""
+        return cls()
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Settings of the streaming engine. Defaults equal the ModelScope pipeline of the model card.
+
+    Attributes:
+        top_k: memory entries kept per query pixel in the top-k softmax.
+        mem_every: a memory update every this many frames (see ``schedule``).
+        memory_mode: which frames the memory holds.
+        schedule: absolute (DAVIS, ModelScope) or relative (YouTube-VOS) memory-update rule.
+        resolution: short side the frames are resized to (bicubic, on the normalised frame); ``None`` keeps the
+            native size. Outputs are always at the input size.
+        precision: network compute precision; the affinity and top-k softmax always run in fp32.
+    """
+
+    top_k: int = 20
+    mem_every: int = 4
+    memory_mode: MemoryMode = MemoryMode.TWO_FRAMES_COMPRESS
+    schedule: MemorySchedule = MemorySchedule.ABSOLUTE
+    resolution: int | None = 480
+    precision: Precision = Precision.FP32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "memory_mode", MemoryMode(self.memory_mode))
+        object.__setattr__(self, "schedule", MemorySchedule(self.schedule))
+        object.__setattr__(self, "precision", Precision(self.precision))
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.mem_every < 1:
+            raise ValueError(f"mem_every must be >= 1, got {self.mem_every}")
+        if self.resolution is not None and self.resolution < 16:
+            raise ValueError(f"resolution must be None or >= 16, got {self.resolution}")
+
+    def replace(self, **changes: Any) -> InferenceConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, enum.Enum):
+                d[k] = v.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InferenceConfig:
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str) -> InferenceConfig:
+        """Named settings of the official evaluations; see :data:`PRESETS`."""
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
+
+
+#: Official evaluation settings (rdevos-spec sections 2.5, 4.1, 4.7 and 5).
+PRESETS: dict[str, InferenceConfig] = {
+    # ModelScope pipeline: short side 480, top-k 20, memory every 4th frame (absolute index), fp32.
+    "modelscope": InferenceConfig(),
+    # eval_davis.py as in the README: native 480p frames, top-k 40, mem_every 3.
+    "davis2017": InferenceConfig(top_k=40, mem_every=3, resolution=None),
+    # eval_davis_2016.py with the README's --top 40.
+    "davis2016": InferenceConfig(top_k=40, mem_every=3, resolution=None),
+    # eval_youtube.py with the README's --mem_every 4 --top 20: relative schedule, short side 480.
+    "youtubevos": InferenceConfig(top_k=20, mem_every=4, schedule=MemorySchedule.RELATIVE, resolution=480),
+}

@@ -1,0 +1,77 @@
+"""Memory read: L2 affinity between memory and query keys, top-k softmax, weighted sum of memory values."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["affinity", "topk_softmax", "readout", "read_memory"]
+
+
+def affinity(mem_key: torch.Tensor, query_key: torch.Tensor) -> torch.Tensor:
+    """Negative squared L2 distance without the query norm (it cancels in the softmax), scaled by 1/sqrt(Ck).
+
+    Args:
+        mem_key: (B, Ck, N) float.
+        query_key: (B, Ck, M) float.
+    Returns:
+        (B, N, M) float32: ``(2 mk.qk - |mk|^2) / sqrt(Ck)``.
+    """
+    mk = mem_key.float()
+    qk = query_key.float()
+    a = mk.pow(2).sum(1).unsqueeze(2)
+    b = 2 * (mk.transpose(1, 2) @ qk)
+    return (b - a) / math.sqrt(mk.shape[1])
+
+
+def topk_softmax(aff: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over the ``top_k`` largest entries of each column.
+
+    The reference exponentiates without subtracting the maximum; we subtract it (topk values are sorted, so it is
+    the first row), which is the same up to rounding but cannot overflow for large keys.
+
+    Args:
+        aff: (B, N, M) affinity.
+    Returns:
+        weights (B, k, M) summing to 1 over k, and indices (B, k, M) into N.
+    """
+    k = min(top_k, aff.shape[1])
+    values, indices = torch.topk(aff, k=k, dim=1)
+    weights = (values - values[:, :1]).exp()
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    return weights, indices
+
+
+def readout(weights: torch.Tensor, indices: torch.Tensor, mem_value: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of memory values with a sparse (top-k) affinity.
+
+    Args:
+        weights, indices: (B, k, M) from :func:`topk_softmax`.
+        mem_value: (B, K, Cv, N) values of K objects.
+    Returns:
+        (B, K, Cv, M) readout, in the dtype of ``mem_value``.
+    """
+    b, nobj, cv, n = mem_value.shape
+    m = weights.shape[2]
+    out = []
+    for i in range(b):
+        # Dense affinity with zeros outside the top-k (as the reference scatters it), then one GEMM for all objects.
+        dense = torch.zeros(n, m, dtype=mem_value.dtype, device=mem_value.device)
+        dense.scatter_(0, indices[i], weights[i].to(mem_value.dtype))
+        out.append((mem_value[i].reshape(nobj * cv, n) @ dense).reshape(nobj, cv, m))
+    return torch.stack(out)
+
+
+def read_memory(mem_key: torch.Tensor, mem_value: torch.Tensor, query_key: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Full memory read for one query frame.
+
+    Args:
+        mem_key: (B, Ck, N); mem_value: (B, K, Cv, N); query_key: (B, Ck, h, w).
+    Returns:
+        (B, K, Cv, h, w) readout.
+    """
+    b, _, h, w = query_key.shape
+    weights, indices = topk_softmax(affinity(mem_key, query_key.flatten(2)), top_k)
+    out = readout(weights, indices, mem_value)
+    return out.reshape(*out.shape[:3], h, w)
