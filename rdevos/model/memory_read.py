@@ -18,11 +18,13 @@ def affinity(mem_key: torch.Tensor, query_key: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, N, M) float32: ``(2 mk.qk - |mk|^2) / sqrt(Ck)``.
     """
-    mk = mem_key.float()
-    qk = query_key.float()
-    a = mk.pow(2).sum(1).unsqueeze(2)
-    b = 2 * (mk.transpose(1, 2) @ qk)
-    return (b - a) / math.sqrt(mk.shape[1])
+    # Always fp32, also under autocast: affinities reach O(100) and bf16 would round them by ~0.5.
+    with torch.autocast(mem_key.device.type, enabled=False):
+        mk = mem_key.float()
+        qk = query_key.float()
+        a = mk.pow(2).sum(1).unsqueeze(2)
+        b = 2 * (mk.transpose(1, 2) @ qk)
+        return (b - a) / math.sqrt(mk.shape[1])
 
 
 def topk_softmax(aff: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:

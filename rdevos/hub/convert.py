@@ -1,0 +1,219 @@
+"""The one place that knows checkpoint formats: detection, unwrapping, key mapping, strict loading, saving.
+
+Formats:
+- ``official``: plain state dict of the official RDE-VOS code (435 keys, no prefix); also the wrapped forms
+  training scripts write (``module.`` prefixes, ``{"network": ...}`` resume files, ``{"state_dict": ...}``).
+- ``modelscope``: a ModelScope model directory holding ``pytorch_model.pt`` (same keys as official) and
+  ``configuration.json``.
+- ``rdevos``: ``{"format": "rdevos", "version": 1, "config": ModelConfig dict, "state_dict": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdevos.config import ModelConfig
+from rdevos.errors import CheckpointError
+from rdevos.model.network import RDEVOS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_state", "load_network", "save_checkpoint", "save_modelscope_dir", "infer_config",
+           "MODELSCOPE_WEIGHTS", "MODELSCOPE_CONFIG"]
+
+MODELSCOPE_WEIGHTS = "pytorch_model.pt"
+MODELSCOPE_CONFIG = "configuration.json"
+FORMAT_VERSION = 1
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # corrupt zip, pickle with disallowed globals, truncated file ...
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}. (rdevos loads with "
+                              "weights_only=True and never unpickles arbitrary objects.)") from e
+
+
+def _strip_prefix(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        while k.startswith("module."):
+            k = k[len("module."):]
+        out[k] = v
+    return out
+
+
+def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], ModelConfig | None, str]:
+    """Return (state_dict, config or None, format name)."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} does not hold a state dict (got {type(obj).__name__})")
+    if obj.get("format") == "rdevos":
+        version = obj.get("version")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: rdevos checkpoint version {version} is not supported (expected "
+                                  f"{FORMAT_VERSION}); upgrade rdevos")
+        try:
+            config = ModelConfig.from_dict(dict(obj["config"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: invalid model config in rdevos checkpoint: {e}") from e
+        return _strip_prefix(obj["state_dict"]), config, "rdevos"
+    for wrapper in ("network", "state_dict", "model", "net"):
+        inner = obj.get(wrapper)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return _strip_prefix(inner), None, f"official (wrapped in {wrapper!r})"
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return _strip_prefix(obj), None, "official"
+    raise CheckpointError(f"{path}: unrecognised checkpoint layout; top-level keys: {list(obj)[:8]}")
+
+
+def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], ModelConfig | None, str]:
+    """Read a checkpoint file or ModelScope model directory (``weights_only=True``).
+
+    Returns:
+        (state_dict without ``module.`` prefixes, the stored ModelConfig or None, the detected format name).
+    """
+    p = Path(path)
+    if p.is_dir():
+        weights = p / MODELSCOPE_WEIGHTS
+        if not weights.is_file():
+            cands = sorted([*p.glob("*.pth"), *p.glob("*.pt")])
+            if len(cands) != 1:
+                raise CheckpointError(f"{p} is a directory without {MODELSCOPE_WEIGHTS} (ModelScope layout) and "
+                                      f"not exactly one .pth/.pt file (found {[c.name for c in cands]})")
+            weights = cands[0]
+        sd, config, fmt = _unwrap(_torch_load(weights), weights)
+        cfg_file = p / MODELSCOPE_CONFIG
+        if cfg_file.is_file():
+            try:
+                meta = json.loads(cfg_file.read_text())
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from e
+            task = meta.get("task")
+            if task not in (None, "video-object-segmentation"):
+                raise CheckpointError(f"{p} is a ModelScope model for task {task!r}, not video-object-segmentation")
+            if config is None and isinstance(meta.get("rdevos_config"), dict):
+                config = ModelConfig.from_dict(meta["rdevos_config"])
+            fmt = "modelscope" if fmt.startswith("official") else fmt
+        return sd, config, fmt
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return _unwrap(_torch_load(p), p)
+
+
+def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def infer_config(sd: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """Read the architecture back from tensor shapes (only for legacy files without a stored config)."""
+    try:
+        bottleneck = "key_encoder.res2.0.conv3.weight" in sd
+        conv1 = sd["value_encoder.conv1.weight"]
+        return ModelConfig(
+            key_block="bottleneck" if bottleneck else "basic",
+            key_layers=(_count(sd, r"key_encoder\.res2\.(\d+)\."), _count(sd, r"key_encoder\.layer2\.(\d+)\."),
+                        _count(sd, r"key_encoder\.layer3\.(\d+)\.")),
+            key_width=int(sd["key_encoder.conv1.weight"].shape[0]),
+            value_layers=(_count(sd, r"value_encoder\.layer1\.(\d+)\."),
+                          _count(sd, r"value_encoder\.layer2\.(\d+)\."),
+                          _count(sd, r"value_encoder\.layer3\.(\d+)\.")),
+            value_width=int(conv1.shape[0]),
+            key_dim=int(sd["key_proj.key_proj.weight"].shape[0]),
+            value_dim=int(sd["key_comp.weight"].shape[0]),
+            decoder_dims=(int(sd["decoder.up_16_8.out_conv.conv2.weight"].shape[0]),
+                          int(sd["decoder.up_8_4.out_conv.conv2.weight"].shape[0])),
+            cbam_reduction=max(1, int(sd["value_encoder.fuser.attention.ChannelGate.mlp.3.weight"].shape[0])
+                               // int(sd["value_encoder.fuser.attention.ChannelGate.mlp.1.weight"].shape[0])),
+            single_object=int(conv1.shape[1]) == 4,
+        )
+    except (KeyError, ValueError, IndexError) as e:
+        raise CheckpointError(f"cannot infer an RDE-VOS architecture from this state dict (missing or odd key: {e}); "
+                              f"first keys: {list(sd)[:5]}") from e
+
+
+def _mismatch_report(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], fmt: str, source: str) -> str | None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return None
+    lines = [f"checkpoint {source} (detected format: {fmt}) does not match the architecture: "
+             f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} wrong shape"]
+    if missing:
+        lines.append("  missing: " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
+    if unexpected:
+        lines.append("  unexpected: " + ", ".join(unexpected[:6]) + (" ..." if len(unexpected) > 6 else ""))
+    if shapes:
+        lines.append("  wrong shape: " + "; ".join(shapes[:4]) + (" ..." if len(shapes) > 4 else ""))
+    return "\n".join(lines)
+
+
+def load_network(path: str | os.PathLike[str], config: ModelConfig | None = None) -> RDEVOS:
+    """Build the network for a checkpoint and load its weights strictly (CPU, eval mode).
+
+    Args:
+        path: checkpoint file (official / wrapped / rdevos) or ModelScope model directory.
+        config: architecture to build; default: the stored config, else inferred from the shapes (official files
+            give the official architecture).
+    Raises:
+        CheckpointError: unreadable file, unknown layout, or keys/shapes that do not match (the message lists them).
+    """
+    sd, stored, fmt = load_state(path)
+    config = config or stored or infer_config(sd)
+    model = RDEVOS(config)
+    report = _mismatch_report(model, sd, fmt, str(path))
+    if report:
+        raise CheckpointError(report)
+    model.load_state_dict(sd, strict=True)
+    logger.info("loaded %s checkpoint %s", fmt, path)
+    return model.eval()
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(model: RDEVOS, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the rdevos format (weights + architecture config; plain types only, loadable with weights_only)."""
+    obj: dict[str, Any] = {"format": "rdevos", "version": FORMAT_VERSION, "config": model.config.to_dict(),
+                           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if extra:
+        obj["extra"] = dict(extra)
+    p = Path(path)
+    _atomic_save(obj, p)
+    return p
+
+
+def save_modelscope_dir(model: RDEVOS, directory: str | os.PathLike[str]) -> Path:
+    """Write a ModelScope model directory (``pytorch_model.pt`` plain state dict + ``configuration.json``)."""
+    d = Path(directory)
+    _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, d / MODELSCOPE_WEIGHTS)
+    meta: dict[str, Any] = {"framework": "pytorch", "task": "video-object-segmentation",
+                            "model": {"type": "video-object-segmentation"},
+                            "pipeline": {"type": "video-object-segmentation"}}
+    if model.config != ModelConfig():
+        meta["rdevos_config"] = model.config.to_dict()
+    (d / MODELSCOPE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    return d

@@ -1,0 +1,113 @@
+"""Named weights: where each comes from, its hash, architecture and licence."""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rdevos.config import ModelConfig
+from rdevos.errors import ModelNotFoundError
+from rdevos.hub.download import download_url, sha256_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WeightSpec", "REGISTRY", "DEFAULT_MODEL", "MODELSCOPE_ID", "resolve_weights", "list_models"]
+
+MODELSCOPE_ID = "damo/cv_rdevos_video-object-segmentation"
+DEFAULT_MODEL = "rdevos-lite"
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """Where a named model's weights come from.
+
+    Exactly one of ``resource`` (a file shipped inside the package), ``url`` (http(s), cached) or
+    ``modelscope_id`` (resolved with the optional ``modelscope`` package) is set.
+    """
+
+    name: str
+    resource: str | None = None
+    url: str | None = None
+    modelscope_id: str | None = None
+    sha256: str | None = None
+    config: ModelConfig | None = None
+    license: str = ""
+    description: str = ""
+
+
+REGISTRY: dict[str, WeightSpec] = {
+    MODELSCOPE_ID: WeightSpec(
+        name=MODELSCOPE_ID, modelscope_id=MODELSCOPE_ID, config=ModelConfig.official(),
+        license="see the ModelScope model card",
+        description="Official RDE-VOS weights (s012, YouTube-VOS 2019 val 83.3 J&F) from ModelScope."),
+    DEFAULT_MODEL: WeightSpec(
+        name=DEFAULT_MODEL, resource="assets/weights/rdevos_lite.pt",
+        license="CC BY-NC 4.0 (trained on DAVIS data)",
+        description="Small RDE-VOS trained from scratch by this project; embedded in the package."),
+}
+
+_MODEL_ID = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`resolve_weights` besides paths and URLs."""
+    return sorted(REGISTRY)
+
+
+def _resource_path(spec: WeightSpec) -> Path:
+    assert spec.resource is not None
+    path = Path(str(importlib.resources.files("rdevos") / spec.resource))
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"the embedded model {spec.name!r} is not included in this installation ({spec.resource} is missing). "
+            "Pass a checkpoint explicitly: an official RDE-VOS .pth, a ModelScope model directory, or an rdevos "
+            "checkpoint (model=PATH / --model PATH).")
+    if spec.sha256 and sha256_file(path) != spec.sha256:
+        raise ModelNotFoundError(f"the embedded model file {path} does not match its sha256 {spec.sha256}; "
+                                 "the installation is corrupt, reinstall rdevos")
+    return path
+
+
+def _modelscope_snapshot(model_id: str) -> Path:
+    try:
+        from modelscope.hub.snapshot_download import snapshot_download  # type: ignore[import-not-found]
+    except ImportError:
+        raise ModelNotFoundError(
+            f"{model_id!r} looks like a ModelScope model id, but the optional 'modelscope' package is not installed. "
+            "Install it with `pip install 'rdevos[modelscope]'`, or download the model directory (it holds "
+            "pytorch_model.pt and configuration.json) yourself and pass its path.") from None
+    try:
+        return Path(snapshot_download(model_id))
+    except Exception as e:  # network errors, unknown ids
+        raise ModelNotFoundError(f"ModelScope could not fetch {model_id!r}: {e}") from e
+
+
+def resolve_weights(model: str | os.PathLike[str] | None = None, *, progress: bool = True) -> Path:
+    """Turn a model argument into a local checkpoint path (file or ModelScope directory).
+
+    Accepts: ``None`` (the embedded default model), a local file or directory, a registry name
+    (:func:`list_models`), an ``http(s)://`` URL (optionally ``#sha256=<hex>``), or a ModelScope model id.
+    """
+    if model is None:
+        model = DEFAULT_MODEL
+    s = os.fspath(model)
+    if os.path.exists(s):
+        return Path(s)
+    spec = REGISTRY.get(s)
+    if spec is not None:
+        if spec.resource:
+            return _resource_path(spec)
+        if spec.url:
+            return download_url(spec.url, spec.sha256, progress=progress)
+        if spec.modelscope_id:
+            return _modelscope_snapshot(spec.modelscope_id)
+    if s.startswith(("http://", "https://")):
+        return download_url(s, progress=progress)
+    if _MODEL_ID.match(s):
+        return _modelscope_snapshot(s)
+    raise ModelNotFoundError(f"model {s!r} is not a file, directory, URL, ModelScope id or known name "
+                             f"({', '.join(list_models())})")

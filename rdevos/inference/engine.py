@@ -1,0 +1,256 @@
+"""Streaming inference engine: one frame per :meth:`InferenceEngine.step`, memory constant in video length."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rdevos.config import InferenceConfig, MemorySchedule, Precision
+from rdevos.device import resolve_device
+from rdevos.errors import InputError
+from rdevos.inference.memory import MemoryBank
+from rdevos.inference.objects import ObjectManager
+from rdevos.inference.preprocess import (normalize, pad_divide_by, resize_image, resize_labels, resized_size,
+                                         to_image_tensor, unpad)
+from rdevos.model.network import RDEVOS, aggregate_probs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["InferenceEngine"]
+
+
+
+@dataclass
+class _Group:
+    """Objects that entered at the same frame share one key memory (their keys are identical)."""
+
+    ids: list[int]
+    bank: MemoryBank
+
+
+class InferenceEngine:
+    """Segment a video one frame at a time.
+
+    The engine holds only the memory banks (first-frame memory, RDE and last memory frame per object group) and the
+    object list: nothing grows with the number of frames. Objects may be added on any frame; objects added on the
+    same frame form one group that shares key memory (numerically the same as the reference's per-object banks).
+
+    Args:
+        model: an :class:`RDEVOS` network (put in eval mode; on CPU with bf16 it is converted to channels_last).
+        config: inference settings (top-k, mem_every, memory mode and schedule, resolution, precision).
+        device: where to run; ``None``/``"auto"`` picks CUDA, MPS or CPU. The model is moved there.
+    """
+
+    def __init__(self, model: RDEVOS, config: InferenceConfig | None = None, *,
+                 device: torch.device | str | None = None) -> None:
+        self.config = config or InferenceConfig()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        if self.config.precision is not Precision.FP32 and self.device.type == "cpu":
+            # channels_last is the fast layout for bf16 convolutions on CPU (oneDNN/AMX).
+            self.model.to(memory_format=torch.channels_last)
+        self.objects = ObjectManager()
+        self._groups: list[_Group] = []
+        self._t = 0
+        self._last_mem_t = 0
+
+    # ----------------------------------------------------------------- state
+    @property
+    def object_ids(self) -> list[int]:
+        """User ids of the tracked objects; output channel ``i + 1`` belongs to ``object_ids[i]``."""
+        return self.objects.ids
+
+    @property
+    def frame_index(self) -> int:
+        """Number of frames processed so far (the index the next :meth:`step` gets)."""
+        return self._t
+
+    def memory_nbytes(self) -> int:
+        """Bytes held by the memory banks."""
+        return sum(g.bank.nbytes() for g in self._groups)
+
+    def reset(self) -> None:
+        """Forget all objects and memory (start a new video)."""
+        self.objects.clear()
+        self._groups.clear()
+        self._t = 0
+        self._last_mem_t = 0
+
+    def remove_objects(self, ids: Iterable[int]) -> None:
+        """Stop tracking these object ids (their memory is dropped)."""
+        ids = [int(i) for i in ids]
+        for i in ids:
+            if i not in self.objects:
+                raise KeyError(f"unknown object id {i}; known ids: {self.object_ids}")
+        for g in list(self._groups):
+            keep = [j for j, oid in enumerate(g.ids) if oid not in ids]
+            if not keep:
+                self._groups.remove(g)
+            elif len(keep) < len(g.ids):
+                g.bank.remove_objects(torch.tensor(keep, device=self.device))
+                g.ids = [g.ids[j] for j in keep]
+        self.objects.remove(ids)
+
+    # ----------------------------------------------------------------- helpers
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        p = self.config.precision
+        if p is Precision.FP32:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if p is Precision.BF16 else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _order(self) -> list[int]:
+        """Object channel order of the concatenated group outputs, as indices into ``object_ids``."""
+        return [self.objects.index(i) for g in self._groups for i in g.ids]
+
+    def _segment(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Per-object probabilities (K, Hp, Wp) of the current frame from memory, in object-id order."""
+        key, f16_thin, _, f8, f4 = feats
+        readouts = []
+        for g in self._groups:
+            mk, mv = g.bank.stacked()
+            readouts.append(self.model.read_memory(mk, mv, key, self.config.top_k)[0])
+        readout = torch.cat(readouts, dim=0)
+        if self.config.precision is not Precision.FP32:
+            readout = readout.to(f16_thin.dtype)
+        prob = torch.sigmoid(self.model.segment(readout, f16_thin, f8, f4)[:, 0].float())
+        order = self._order()
+        if order != list(range(len(order))):
+            inv = torch.empty(len(order), dtype=torch.long)
+            inv[torch.tensor(order)] = torch.arange(len(order))
+            prob = prob[inv.to(prob.device)]
+        return prob
+
+    def _encode_values(self, image: torch.Tensor, f16: torch.Tensor, obj_prob: torch.Tensor) -> torch.Tensor:
+        """Values (1, K, Cv, h, w) of all objects from their aggregated probabilities (K, Hp, Wp)."""
+        masks = obj_prob[None]
+        if image.is_contiguous(memory_format=torch.channels_last) or \
+                f16.is_contiguous(memory_format=torch.channels_last):
+            masks = masks.contiguous(memory_format=torch.channels_last)
+        return self.model.encode_value(image, f16, masks)
+
+    def _add_memory(self, key: torch.Tensor, values: torch.Tensor, new_ids: list[int]) -> None:
+        key5 = key.unsqueeze(2)  # (1, Ck, 1, h, w)
+        for g in self._groups:
+            idx = [self.objects.index(i) for i in g.ids]
+            g.bank.add(key5, values[:, idx].unsqueeze(3), self.model.compress_memory)
+        if new_ids:
+            idx = [self.objects.index(i) for i in new_ids]
+            bank = MemoryBank(self.config.memory_mode, key5, values[:, idx].unsqueeze(3))
+            self._groups.append(_Group(list(new_ids), bank))
+
+    def _parse_mask(self, mask: object, size: tuple[int, int], objects: Iterable[int] | None
+                    ) -> tuple[torch.Tensor, list[int]]:
+        if isinstance(mask, np.ndarray) or hasattr(mask, "mode"):
+            arr = np.asarray(mask)
+            if arr.ndim != 2:
+                raise InputError(f"a mask must be an HxW label map, got shape {arr.shape}"
+                                 + (f" (PIL mode {mask.mode!r}; use a palette 'P' or greyscale 'L' image)"
+                                    if hasattr(mask, "mode") else ""))
+            labels = torch.from_numpy(arr.astype(np.int64))
+        elif isinstance(mask, torch.Tensor):
+            if mask.ndim != 2 or mask.is_floating_point():
+                raise InputError(f"a mask tensor must be an (H, W) integer label map, got {mask.dtype} "
+                                 f"{tuple(mask.shape)}")
+            labels = mask.long()
+        else:
+            raise InputError(f"unsupported mask type {type(mask).__name__}")
+        if tuple(labels.shape) != tuple(size):
+            raise InputError(f"mask size {labels.shape[0]}x{labels.shape[1]} (HxW) differs from the frame size "
+                             f"{size[0]}x{size[1]}")
+        present = [int(v) for v in torch.unique(labels).tolist() if v != 0]
+        ids = present if objects is None else [int(i) for i in objects]
+        if not ids:
+            raise InputError("the mask has no object (all pixels are background)")
+        return labels.to(self.device), ids
+
+    # ----------------------------------------------------------------- main entry
+    @torch.inference_mode()
+    def step(self, image: object, mask: object | None = None, *, objects: Iterable[int] | None = None,
+             is_last: bool = False) -> torch.Tensor:
+        """Process the next frame.
+
+        Args:
+            image: RGB frame: PIL image, (H, W, 3) uint8 array, or (3, H, W) tensor (uint8 or float in [0, 1]).
+            mask: optional (H, W) label map of this frame (user ids; 0 = background). Objects in it are added or
+                re-annotated; other tracked objects keep their prediction outside the mask's objects.
+            objects: ids in ``mask`` to use (default: every non-zero label in it). Listed ids absent from the mask
+                are set to empty there.
+            is_last: the video ends here, so the frame is not added to memory (saves work, same outputs).
+        Returns:
+            (K+1, H, W) float32 probabilities at the input size; channel 0 is the background and channel ``i + 1``
+            belongs to ``object_ids[i]``.
+        """
+        cfg = self.config
+        rgb = to_image_tensor(image, self.device)
+        h, w = rgb.shape[-2:]
+        size = resized_size(h, w, cfg.resolution)
+        x, pad = pad_divide_by(resize_image(normalize(rgb), size), 16)
+        x = x[None]
+        if self.device.type == "cpu" and cfg.precision is not Precision.FP32:
+            x = x.contiguous(memory_format=torch.channels_last)
+        labels = ids = None
+        if mask is not None:
+            labels, ids = self._parse_mask(mask, (h, w), objects)
+        t = self._t
+        with self._autocast():
+            feats = self.model.encode_key(x)
+            k = len(self.objects)
+            hp, wp = x.shape[-2:]
+            obj_prob = self._segment(feats) if self._groups else torch.zeros(k, hp, wp, device=self.device)
+            new_ids: list[int] = []
+            if labels is not None and ids is not None:
+                new_ids = self.objects.add(ids)
+                if new_ids:
+                    obj_prob = torch.cat([obj_prob, obj_prob.new_zeros(len(new_ids), hp, wp)], dim=0)
+                lab, _ = pad_divide_by(resize_labels(labels, size), 16)
+                given = torch.stack([lab == i for i in ids]).float()
+                region = given.sum(0) > 0.5
+                obj_prob = obj_prob.masked_fill(region, 0.0)
+                obj_prob[[self.objects.index(i) for i in ids]] = given
+                prob = aggregate_probs(obj_prob)
+                values = self._encode_values(x, feats.f16, prob[1:])
+                self._add_memory(feats.key, values, new_ids)
+                self._last_mem_t = t
+            else:
+                prob = aggregate_probs(obj_prob) if k else obj_prob.new_ones(1, hp, wp)
+                due = (t % cfg.mem_every == 0) if cfg.schedule is MemorySchedule.ABSOLUTE else \
+                    (t - self._last_mem_t >= cfg.mem_every)
+                if due and k and not is_last:
+                    values = self._encode_values(x, feats.f16, prob[1:])
+                    self._add_memory(feats.key, values, [])
+                    self._last_mem_t = t
+        self._t += 1
+        prob = unpad(prob, pad)
+        if tuple(prob.shape[-2:]) != (h, w):
+            prob = F.interpolate(prob[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        return prob
+
+    # ----------------------------------------------------------------- outputs
+    def probs_to_labels(self, prob: torch.Tensor) -> torch.Tensor:
+        """Argmax of :meth:`step` output mapped to user ids: (H, W) int64 label map (0 = background)."""
+        lut = torch.tensor([0] + self.object_ids, device=prob.device, dtype=torch.long)
+        return lut[prob.argmax(dim=0)]
+
+    def run(self, frames: Iterable[object], mask: object, *, objects: Iterable[int] | None = None
+            ) -> Iterator[torch.Tensor]:
+        """Convenience generator: annotate the first frame with ``mask`` and yield each frame's probabilities."""
+        it = iter(frames)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise InputError("the video has no frames") from None
+        yield self.step(first, mask, objects=objects)
+        prev = None
+        for frame in it:
+            if prev is not None:
+                yield self.step(prev)
+            prev = frame
+        if prev is not None:
+            yield self.step(prev, is_last=True)
