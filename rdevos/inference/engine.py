@@ -54,7 +54,10 @@ class InferenceEngine:
         self.model = model.to(self.device).eval()
         if self.config.precision is not Precision.FP32 and self.device.type == "cpu":
             # channels_last is the fast layout for bf16 convolutions on CPU (oneDNN/AMX).
-            self.model.to(memory_format=torch.channels_last)
+            with torch.no_grad():
+                for prm in self.model.parameters():
+                    if prm.ndim == 4:  # Conv3d weights (the SAM) stay contiguous
+                        prm.data = prm.data.contiguous(memory_format=torch.channels_last)
         self.objects = ObjectManager()
         self._groups: list[_Group] = []
         self._t = 0

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdevos import CheckpointError, ModelConfig, ModelNotFoundError, load_model, save_checkpoint, save_modelscope_dir
+from rdevos.hub.convert import infer_config, load_state
+from rdevos.hub.registry import resolve_weights
+from rdevos.model.network import RDEVOS
+from tests.conftest import TINY
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def official_sd() -> dict[str, torch.Tensor]:
+    torch.manual_seed(3)
+    return RDEVOS(ModelConfig()).state_dict()
+
+
+def test_official_pth_and_wrapped_forms(tmp_path: Path, official_sd: dict[str, torch.Tensor]) -> None:
+    plain = tmp_path / "model_s012_final.pth"
+    torch.save(official_sd, plain)
+    ref = load_model(plain)
+    assert ref.config == ModelConfig()
+    assert all(torch.equal(ref.state_dict()[k], v) for k, v in official_sd.items())
+    # DDP prefix and the training-resume wrapper.
+    wrapped = tmp_path / "checkpoint.pth"
+    torch.save({"it": 5, "network": {f"module.{k}": v for k, v in official_sd.items()}}, wrapped)
+    assert _same_weights(load_model(wrapped), ref)
+    _, _, fmt = load_state(wrapped)
+    assert "network" in fmt
+
+
+def test_modelscope_directory(tmp_path: Path, tiny_model: RDEVOS) -> None:
+    d = save_modelscope_dir(tiny_model, tmp_path / "cv_rdevos")
+    assert (d / "pytorch_model.pt").is_file()
+    meta = json.loads((d / "configuration.json").read_text())
+    assert meta["task"] == "video-object-segmentation" and meta["framework"] == "pytorch"
+    loaded = load_model(d)
+    assert loaded.config == TINY and _same_weights(loaded, tiny_model)
+    _, _, fmt = load_state(d)
+    assert fmt == "modelscope"
+
+
+def test_rdevos_format_round_trip(tmp_path: Path, tiny_model: RDEVOS) -> None:
+    p = save_checkpoint(tiny_model, tmp_path / "tiny.pt", extra={"iteration": 7})
+    raw = torch.load(p, weights_only=True)
+    assert raw["format"] == "rdevos" and raw["config"]["key_block"] == "basic"
+    assert _same_weights(load_model(p), tiny_model)
+
+
+def test_legacy_small_state_dict_infers_architecture(tmp_path: Path, tiny_model: RDEVOS) -> None:
+    p = tmp_path / "tiny_plain.pth"
+    torch.save(tiny_model.state_dict(), p)
+    assert infer_config(tiny_model.state_dict()) == TINY
+    assert _same_weights(load_model(p), tiny_model)
+
+
+def test_wrong_architecture_lists_keys(tmp_path: Path, tiny_model: RDEVOS) -> None:
+    p = tmp_path / "tiny_plain.pth"
+    sd = tiny_model.state_dict()
+    sd["decoder.extra.weight"] = torch.zeros(1)
+    del sd["key_comp.bias"]
+    torch.save(sd, p)
+    with pytest.raises(CheckpointError) as e:
+        load_model(p, config=TINY)
+    msg = str(e.value)
+    assert "official" in msg and "key_comp.bias" in msg and "decoder.extra.weight" in msg
+    # Forcing the official architecture on a small checkpoint reports wrong shapes.
+    torch.save(tiny_model.state_dict(), p)
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_model(p, config=ModelConfig())
+
+
+def test_corrupt_and_unsafe_files(tmp_path: Path) -> None:
+    bad = tmp_path / "truncated.pth"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_model(bad)
+
+    class Evil:
+        def __reduce__(self):  # would run code under a plain torch.load
+            return (print, ("pwned",))
+
+    unsafe = tmp_path / "unsafe.pth"
+    with open(unsafe, "wb") as f:
+        pickle.dump({"x": Evil()}, f)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_model(unsafe)
+    notsd = tmp_path / "list.pth"
+    torch.save([1, 2, 3], notsd)
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+        load_model(notsd)
+
+
+def test_unresolvable_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelNotFoundError, match="not a file"):
+        resolve_weights(str(tmp_path / "missing.pth"))
+    # A ModelScope id without the optional package installed says how to get the files.
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_modelscope(name: str, *a, **k):  # type: ignore[no-untyped-def]
+        if name.startswith("modelscope"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_modelscope)
+    with pytest.raises(ModelNotFoundError, match="pip install 'rdevos\\[modelscope\\]'"):
+        resolve_weights("damo/cv_rdevos_video-object-segmentation")
