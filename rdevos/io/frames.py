@@ -51,7 +51,7 @@ _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, E
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Frame:
     """One decoded frame.
 
@@ -81,8 +81,8 @@ def natural_sort_key(name: str) -> tuple[Any, ...]:
         A tuple usable as a ``sorted`` key (case-insensitive, ties broken by the raw name).
     """
     parts = re.split(r"(\d+)", name)
-    key = tuple((0, int(p), p) if p.isdigit() else (1, 0, p.lower()) for p in parts if p != "")
-    return key + ((2, 0, name),)
+    key = tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts if p != "")
+    return key + ((-1,), name)  # end marker: "frame2" < "frame2b"; then the raw name breaks ties
 
 
 def to_rgb_array(obj: Image.Image | np.ndarray, *, what: str = "image") -> np.ndarray:
@@ -107,8 +107,8 @@ def to_rgb_array(obj: Image.Image | np.ndarray, *, what: str = "image") -> np.nd
             arr = np.asarray(im)
             return to_rgb_array(_scale_high_bit_depth(arr, what), what=what)
         if im.mode != "RGB":
-            if im.mode in ("P", "PA") and "transparency" in im.info:
-                im = im.convert("RGBA")
+            if im.mode in ("PA", "LA", "La") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")  # alpha is dropped below
             im = im.convert("RGB")
         return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
     if not isinstance(obj, np.ndarray):
@@ -452,9 +452,9 @@ class VideoSource(FrameSource):
 
     Files (mp4/mov/mkv/avi/webm/...) have a known frame count: the stream metadata when
     present, otherwise the packets are counted once (demux only, no decoding). Live
-    sources (rtsp/rtmp/udp/... URLs, ``/dev/video*`` or any source opened with an explicit
-    ``format`` such as ``"v4l2"``) have ``num_frames is None`` and cannot be seeked.
-    Remote non-live URLs (http) use the metadata count when present, else ``None``.
+    sources (rtsp/rtmp/udp/... URLs, and devices: ``/dev/video*`` or any non-file opened
+    with an explicit ``format`` such as ``"v4l2"``) have ``num_frames is None`` and cannot
+    be seeked. Remote non-live URLs (http) use the metadata count when present, else ``None``.
 
     The container's display rotation (phone videos) is applied, so frames come out
     upright. Frames whose size changes mid-stream are rescaled to the first frame's size.
@@ -466,6 +466,7 @@ class VideoSource(FrameSource):
         format: FFmpeg input format, needed for capture devices (``"v4l2"``, ``"avfoundation"``, ``"dshow"``).
         options: FFmpeg demuxer options, e.g. ``{"rtsp_transport": "tcp"}``.
         timeout: network open/read timeout in seconds (URLs only).
+        live: force (``True``) or disable (``False``) live-stream handling; ``None`` detects it.
 
     Raises:
         InputError: missing file, unreadable or non-video data, no video stream, or no decodable frame.
@@ -478,6 +479,7 @@ class VideoSource(FrameSource):
         format: str | None = None,  # noqa: A002 - FFmpeg's name
         options: dict[str, str] | None = None,
         timeout: float | None = 10.0,
+        live: bool | None = None,
     ) -> None:
         src = os.fspath(source)
         self._src = src
@@ -493,7 +495,11 @@ class VideoSource(FrameSource):
         if not self._is_url and os.path.isdir(src):
             raise InputError(f"'{src}' is a folder, not a video (use FolderSource / open_frames for frame folders)")
         scheme = src.split("://", 1)[0].lower() if self._is_url else ""
-        self._live = scheme in _LIVE_SCHEMES or format is not None or src.startswith("/dev/")
+        if live is None:
+            live = scheme in _LIVE_SCHEMES or (
+                not self._is_url and not os.path.isfile(src) and (format is not None or src.startswith("/dev/"))
+            )
+        self._live = bool(live)
 
         with self._open() as container:
             stream = self._video_stream(container)
@@ -648,8 +654,7 @@ class VideoSource(FrameSource):
             raise InputError(f"video '{self._src}' contains no decodable video frames")
         if n is not None and decoded != n:
             logger.warning("video %s: metadata announced %d frames but %d were decoded", self._src, n, decoded)
-            if decoded < n:
-                self._num_frames = decoded
+            self._num_frames = decoded
 
     def _frame_index(self, frame: Any) -> int | None:
         """Frame index from its timestamp (constant frame rate assumption), None if unknown."""

@@ -206,7 +206,7 @@ def _labels_from_array(arr: np.ndarray, what: str = "mask array") -> np.ndarray:
 
 
 def validate_mask(
-    mask: LabelMask | np.ndarray,
+    mask: LabelMask | np.ndarray | Image.Image | PathLike,
     frame_size: tuple[int, int],
     *,
     allow_empty: bool = False,
@@ -216,7 +216,7 @@ def validate_mask(
     """Check that a mask fits the frames it annotates.
 
     Args:
-        mask: the mask (``(H, W)`` labels).
+        mask: the mask (``(H, W)`` labels; anything :func:`as_label_mask` accepts).
         frame_size: ``(height, width)`` of the frames.
         allow_empty: accept a mask with no object (all zero).
         max_objects: largest accepted number of distinct objects.

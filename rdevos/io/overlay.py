@@ -301,6 +301,7 @@ class GifWriter:
         self.contours = bool(contours)
         self.max_frames = int(max_frames)
         self._frames: list[Image.Image] = []
+        self._kept = 0
         self._seen = 0
         self._warned = False
 
@@ -333,11 +334,12 @@ class GifWriter:
         if self._frames and im.size != self._frames[0].size:
             raise InputError(f"GIF frame {index} has a different size than the first frame")
         self._frames.append(im.quantize(colors=256))
+        self._kept += 1
 
     @property
     def frames_written(self) -> int:
-        """Number of frames stored for the GIF."""
-        return len(self._frames)
+        """Number of frames kept for the GIF (after ``every`` / ``max_frames``)."""
+        return self._kept
 
     def close(self) -> None:
         """Encode and write the GIF (nothing is written when no frame was added)."""

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rdevos import InputError, ModelNotFoundError, masks_visualization, pipeline
+from rdevos.model.network import RDEVOS
+
+
+def _inputs(clip, n: int = 4) -> tuple[list[Image.Image], Image.Image]:
+    frames, mask = clip
+    pal = Image.fromarray(mask)
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [128] * (253 * 3))
+    return [Image.fromarray(f) for f in frames[:n]], pal
+
+
+def test_pipeline_returns_user_labels_at_input_size(tiny_model: RDEVOS, clip) -> None:
+    images, mask = _inputs(clip)
+    seg = pipeline("video-object-segmentation", model=tiny_model, resolution=160)
+    out = seg({"images": images, "mask": mask})["masks"]
+    assert out.dtype == np.uint8 and out.shape == (4, 240, 427)
+    assert set(np.unique(out)) <= {0, 3, 7}
+    # ModelScope's numbering: indices of the sorted labels.
+    ms = pipeline(model=tiny_model, resolution=160, modelscope_labels=True)({"images": images, "mask": mask})["masks"]
+    np.testing.assert_array_equal(ms, np.select([out == 3, out == 7], [1, 2], 0))
+    vis = masks_visualization(out, mask.getpalette())
+    assert len(vis) == 4 and vis[0].mode == "P" and vis[0].getpalette()[:9] == mask.getpalette()[:9]
+
+
+def test_pipeline_converts_rgba_and_grey_frames(tiny_model: RDEVOS, clip) -> None:
+    images, mask = _inputs(clip, 3)
+    images = [images[0].convert("RGBA"), images[1].convert("L"), images[2]]
+    out = pipeline(model=tiny_model, resolution=None)({"images": images, "mask": mask.convert("L")})["masks"]
+    assert out.shape[0] == 3
+
+
+def test_pipeline_bad_inputs(tiny_model: RDEVOS, clip) -> None:
+    images, mask = _inputs(clip, 3)
+    seg = pipeline(model=tiny_model, resolution=None)
+    cases = [
+        ({"images": [], "mask": mask}, "no frames"),
+        ({"images": images, "mask": mask.convert("RGB")}, "mode 'RGB'"),
+        ({"images": images, "mask": mask.resize((100, 100))}, "differs from the frame size"),
+        ({"images": images, "mask": Image.new("P", mask.size)}, "no object"),
+        ({"images": images[:2] + [images[2].resize((100, 100))], "mask": mask}, "frame 2 has size"),
+        ({"frames": images}, "keys 'images'"),
+    ]
+    for inputs, words in cases:
+        with pytest.raises(InputError, match=words):
+            seg(inputs)
+    with pytest.raises(InputError, match="unsupported task"):
+        pipeline("image-classification", model=tiny_model)
+
+
+def test_pipeline_without_model_names_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rdevos.hub.registry as reg
+
+    spec = reg.REGISTRY[reg.DEFAULT_MODEL]
+    monkeypatch.setitem(reg.REGISTRY, reg.DEFAULT_MODEL, type(spec)(**{**spec.__dict__, "resource": "assets/none.pt"}))
+    with pytest.raises(ModelNotFoundError, match="embedded model"):
+        pipeline("video-object-segmentation")
