@@ -18,6 +18,7 @@ from rdevos.inference.memory import MemoryBank
 from rdevos.inference.objects import ObjectManager
 from rdevos.inference.preprocess import (normalize, pad_divide_by, resize_image, resize_labels, resized_size,
                                          to_image_tensor, unpad)
+from rdevos.model.memory_read import query_affinity, topk_readout
 from rdevos.model.network import RDEVOS, aggregate_probs
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class InferenceEngine:
         self._groups: list[_Group] = []
         self._t = 0
         self._last_mem_t = 0
+        self.memory_updated = False  #: whether the last step() wrote memory
 
     # ----------------------------------------------------------------- state
     @property
@@ -100,6 +102,34 @@ class InferenceEngine:
                 g.ids = [g.ids[j] for j in keep]
         self.objects.remove(ids)
 
+    def state_dict(self) -> dict[str, object]:
+        """The engine's per-video state (object ids, memory banks, counters): small, constant in video length.
+
+        Plain tensors, ints and lists only, so it saves with ``torch.save`` and loads with ``weights_only=True``.
+        """
+        groups = []
+        for g in self._groups:
+            b = g.bank
+            groups.append({"ids": list(g.ids), "gt_key": b.gt_key, "gt_value": b.gt_value, "rde_key": b.rde_key,
+                           "rde_value": b.rde_value, "last_key": b.last_key, "last_value": b.last_value})
+        return {"version": 1, "config": self.config.to_dict(), "object_ids": self.object_ids, "t": self._t,
+                "last_mem_t": self._last_mem_t, "groups": groups}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore a :meth:`state_dict` (same model and memory mode); processing continues bit-identically."""
+        if state.get("config", {}).get("memory_mode") != self.config.memory_mode.value:  # type: ignore[union-attr]
+            raise InputError("engine state was saved with a different memory mode")
+        self.reset()
+        self.objects.add(state["object_ids"])  # type: ignore[arg-type]
+        self._t = int(state["t"])  # type: ignore[call-overload]
+        self._last_mem_t = int(state["last_mem_t"])  # type: ignore[call-overload]
+        for g in state["groups"]:  # type: ignore[attr-defined]
+            dev = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in g.items()}
+            bank = MemoryBank(self.config.memory_mode, dev["gt_key"], dev["gt_value"])
+            bank.rde_key, bank.rde_value = dev["rde_key"], dev["rde_value"]
+            bank.last_key, bank.last_value = dev["last_key"], dev["last_value"]
+            self._groups.append(_Group(list(dev["ids"]), bank))
+
     # ----------------------------------------------------------------- helpers
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         p = self.config.precision
@@ -115,10 +145,13 @@ class InferenceEngine:
     def _segment(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Per-object probabilities (K, Hp, Wp) of the current frame from memory, in object-id order."""
         key, f16_thin, _, f8, f4 = feats
+        _, _, h, w = key.shape
+        qk = key.flatten(2)
         readouts = []
         for g in self._groups:
-            mk, mv = g.bank.stacked()
-            readouts.append(self.model.read_memory(mk, mv, key, self.config.top_k)[0])
+            mk, sq, mvt = g.bank.stacked()
+            r = topk_readout(query_affinity(mk, qk, sq), mvt, self.config.top_k)[0]  # (h*w, K*Cv)
+            readouts.append(r.t().reshape(g.bank.num_objects, -1, h, w))
         readout = torch.cat(readouts, dim=0)
         if self.config.precision is not Precision.FP32:
             readout = readout.to(f16_thin.dtype)
@@ -202,6 +235,7 @@ class InferenceEngine:
         if mask is not None:
             labels, ids = self._parse_mask(mask, (h, w), objects)
         t = self._t
+        self.memory_updated = False
         with self._autocast():
             feats = self.model.encode_key(x)
             k = len(self.objects)
@@ -221,6 +255,7 @@ class InferenceEngine:
                 values = self._encode_values(x, feats.f16, prob[1:])
                 self._add_memory(feats.key, values, new_ids)
                 self._last_mem_t = t
+                self.memory_updated = True
             else:
                 prob = aggregate_probs(obj_prob) if k else obj_prob.new_ones(1, hp, wp)
                 due = (t % cfg.mem_every == 0) if cfg.schedule is MemorySchedule.ABSOLUTE else \
@@ -229,6 +264,7 @@ class InferenceEngine:
                     values = self._encode_values(x, feats.f16, prob[1:])
                     self._add_memory(feats.key, values, [])
                     self._last_mem_t = t
+                    self.memory_updated = True
         self._t += 1
         prob = unpad(prob, pad)
         if tuple(prob.shape[-2:]) != (h, w):

@@ -30,7 +30,7 @@ class MemoryBank:
         self.rde_value: torch.Tensor | None = None
         self.last_key: torch.Tensor | None = None
         self.last_value: torch.Tensor | None = None
-        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def num_objects(self) -> int:
@@ -73,13 +73,19 @@ class MemoryBank:
             return ([lk], [lv]) if lk is not None and lv is not None else ([gk], [gv])
         return [gk], [gv]
 
-    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory for a read: keys (1, Ck, T*h*w) and values (1, K, Cv, T*h*w), T-major like the reference."""
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Memory for a read, rebuilt only when the memory changes (every ``mem_every`` frames).
+
+        Returns:
+            keys (1, Ck, N) with N = T*h*w T-major like the reference, their squared norms (1, N), and values
+            entry-major (1, N, K*Cv) for the gather readout.
+        """
         if self._cached is None:
             keys, values = self.frames()
             k = torch.cat(keys, dim=2).flatten(2)
-            v = torch.cat(values, dim=3).flatten(3)
-            self._cached = (k, v)
+            v = torch.cat(values, dim=3).flatten(3)  # 1, K, Cv, N
+            vt = v.flatten(1, 2).transpose(1, 2).contiguous()  # 1, N, K*Cv
+            self._cached = (k, k.float().pow(2).sum(1), vt)
         return self._cached
 
     def remove_objects(self, keep: torch.Tensor) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["affinity", "topk_softmax", "readout", "read_memory"]
+__all__ = ["affinity", "topk_softmax", "readout", "read_memory", "query_affinity", "topk_readout"]
 
 
 def affinity(mem_key: torch.Tensor, query_key: torch.Tensor) -> torch.Tensor:
@@ -77,3 +78,49 @@ def read_memory(mem_key: torch.Tensor, mem_value: torch.Tensor, query_key: torch
     weights, indices = topk_softmax(affinity(mem_key, query_key.flatten(2)), top_k)
     out = readout(weights, indices, mem_value)
     return out.reshape(*out.shape[:3], h, w)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Fast inference path. Query-major affinity makes top-k run over the contiguous last axis (about 3x faster on CPU)
+# and the top-k readout becomes an embedding-bag gather (k * Cv per query pixel instead of a dense N x M GEMM).
+# Same numbers as the dense path up to float rounding.
+
+
+def query_affinity(mem_key: torch.Tensor, query_key: torch.Tensor, mem_sqnorm: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """Affinity in query-major layout.
+
+    Args:
+        mem_key: (B, Ck, N); query_key: (B, Ck, M); mem_sqnorm: optional cached ``|mk|^2`` (B, N).
+    Returns:
+        (B, M, N) float32, the transpose of :func:`affinity`.
+    """
+    with torch.autocast(mem_key.device.type, enabled=False):
+        mk = mem_key.float()
+        qk = query_key.float()
+        sq = mk.pow(2).sum(1) if mem_sqnorm is None else mem_sqnorm.float()
+        scale = 1.0 / math.sqrt(mk.shape[1])
+        return torch.baddbmm(sq.unsqueeze(1), qk.transpose(1, 2), mk, beta=-scale, alpha=2 * scale)
+
+
+def topk_readout(aff: torch.Tensor, mem_value_t: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Top-k softmax over the memory axis and weighted sum of the selected memory values.
+
+    Args:
+        aff: (B, M, N) from :func:`query_affinity`.
+        mem_value_t: (B, N, D) memory values, entry-major (D = objects x channels).
+    Returns:
+        (B, M, D) readout in the dtype of ``mem_value_t``.
+    """
+    k = min(top_k, aff.shape[2])
+    values, indices = torch.topk(aff, k=k, dim=2)
+    weights = (values - values[..., :1]).exp()
+    weights = weights / weights.sum(dim=2, keepdim=True)
+    out = []
+    for i in range(aff.shape[0]):
+        table = mem_value_t[i]
+        w = weights[i].to(table.dtype) if table.dtype != torch.float32 else weights[i]
+        if table.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            table = table.float()
+        out.append(F.embedding_bag(indices[i], table, per_sample_weights=w, mode="sum"))
+    return torch.stack(out)

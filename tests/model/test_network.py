@@ -91,3 +91,15 @@ def test_aggregate_probs() -> None:
     assert out.shape == (3, 1, 2)
     torch.testing.assert_close(out.sum(0), torch.ones(1, 2))
     assert out.argmax(0).tolist() == [[1, 0]]
+
+
+def test_fast_readout_equals_dense_reference_path() -> None:
+    from rdevos.model.memory_read import query_affinity, topk_readout
+
+    torch.manual_seed(1)
+    mk, qk, mv = torch.randn(1, 16, 120), torch.randn(1, 16, 35), torch.randn(1, 3, 8, 120)
+    aff_t = query_affinity(mk, qk)
+    torch.testing.assert_close(aff_t, affinity(mk, qk).transpose(1, 2))
+    fast = topk_readout(aff_t, mv.flatten(1, 2).transpose(1, 2).contiguous(), 7)  # (1, 35, 24)
+    dense = read_memory(mk, mv, qk.reshape(1, 16, 5, 7), 7).reshape(1, 24, 35)
+    torch.testing.assert_close(fast.transpose(1, 2), dense)

@@ -1,0 +1,339 @@
+"""Command line: ``rdevos segment | eval | train | bench | models``. The only argparse in the package."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger("rdevos")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _peak_rss_mib() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ru / 1024 if sys.platform != "darwin" else ru / (1024 * 1024)
+
+
+# ---------------------------------------------------------------------------------------------------- segment
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment", help="segment objects through a video or a folder of frames",
+        description="Propagate object masks through a video. INPUT is a folder of frames (jpg/png/webp, natural "
+                    "order), a video file (mp4/mov/mkv/avi/webm) or a stream URL. Writes one palette PNG per frame "
+                    "into OUT as each frame is done; re-running into OUT resumes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("input", help="frame folder, video file or stream URL")
+    p.add_argument("--mask", action="append", default=[], metavar="PNG[@FRAME]",
+                   help="label mask (palette or greyscale PNG) for frame FRAME (default 0); repeatable")
+    p.add_argument("--masks-dir", type=Path, help="folder of masks named like the frames (or by frame index)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder for the palette PNGs")
+    p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="default: bf16 on CPU/CUDA-with-bf16, fp32 elsewhere")
+    p.add_argument("--preset", default="modelscope", choices=["modelscope", "davis2017", "davis2016", "youtubevos"])
+    p.add_argument("--resolution", default=None, help="short side to resize to, or 'native' (default: preset)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--mem-every", type=int, default=None)
+    p.add_argument("--direction", choices=["forward", "backward", "both"], default="forward")
+    p.add_argument("--overlay", type=Path, help="write an H.264 mp4 with coloured masks over the frames")
+    p.add_argument("--gif", type=Path, help="write a small animated GIF preview")
+    p.add_argument("--save-probs", action="store_true", help="also store soft masks (OUT/probs/*.npz)")
+    p.add_argument("--per-object", action="store_true", help="also write OUT/objects/<id>/<frame>.png (0/255)")
+    p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster frames)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_segment)
+
+
+def _parse_masks(args: argparse.Namespace, names: list[str] | None) -> list[tuple[int, Path]]:
+    from rdevos.errors import InputError
+
+    out: list[tuple[int, Path]] = []
+    for spec in args.mask:
+        path, _, frame = spec.rpartition("@") if "@" in spec else (spec, "", "0")
+        try:
+            idx = int(frame)
+        except ValueError:
+            raise InputError(f"--mask {spec!r}: the part after '@' must be a frame index") from None
+        out.append((idx, Path(path)))
+    if args.masks_dir:
+        d = Path(args.masks_dir)
+        if not d.is_dir():
+            raise InputError(f"--masks-dir {d} is not a folder")
+        lookup = {n: i for i, n in enumerate(names or [])}
+        for f in sorted(d.glob("*.png")):
+            if f.stem in lookup:
+                out.append((lookup[f.stem], f))
+            elif f.stem.isdigit():
+                out.append((int(f.stem), f))
+            else:
+                raise InputError(f"mask {f} matches no frame name and is not a frame index")
+    if not out:
+        raise InputError("no mask given: pass --mask FIRST.png (for frame 0) or --masks-dir DIR")
+    for _, f in out:
+        if not f.is_file():
+            raise InputError(f"mask file not found: {f}")
+    return sorted(out)
+
+
+def _signature(args: argparse.Namespace, masks: list[tuple[int, Path]], config: object) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([str(Path(args.input).resolve()) if os.path.exists(args.input) else args.input,
+                         args.model, args.direction, repr(config)]).encode())
+    for idx, f in masks:
+        h.update(str(idx).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from rdevos.config import InferenceConfig, Precision
+    from rdevos.device import resolve_device
+    from rdevos.errors import InputError
+    from rdevos.hub import load_model
+    from rdevos.inference.session import Direction, VideoSession
+    from rdevos.io.frames import open_frames
+    from rdevos.io.masks import (DAVIS_PALETTE, atomic_write, read_mask, write_mask, write_object_masks,
+                                 write_probabilities)
+
+    if not os.path.exists(args.input) and "://" not in args.input and not args.input.startswith("/dev/"):
+        raise InputError(f"input not found: {args.input}")
+    device = resolve_device(args.device)
+    precision = args.precision or ("bf16" if device.type in ("cpu", "cuda") else "fp32")
+    changes: dict[str, object] = {"precision": Precision(precision)}
+    if args.resolution is not None:
+        changes["resolution"] = None if args.resolution == "native" else int(args.resolution)
+    if args.top_k is not None:
+        changes["top_k"] = args.top_k
+    if args.mem_every is not None:
+        changes["mem_every"] = args.mem_every
+    config = InferenceConfig.preset(args.preset).replace(**changes)
+
+    source = open_frames(args.input)
+    names = source.names
+    masks = _parse_masks(args, names)
+    model = load_model(args.model, device=device)
+    if args.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    session = VideoSession(model, source, config, device=device)
+    palette = None
+    for idx, f in masks:
+        lm = read_mask(f)
+        if palette is None:
+            palette = lm.palette
+        known = set(session.object_ids)
+        new = [int(i) for i in lm.object_ids if int(i) not in known]
+        if known and new:
+            logger.warning("mask %s (frame %d) has labels %s not in earlier masks: tracked as new objects from there",
+                           f, idx, new)
+        session.add_mask(idx, lm.labels)
+    palette = palette or list(DAVIS_PALETTE)
+
+    out: Path = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    state_file = out / ".rdevos-resume.pt"
+    meta_file = out / ".rdevos-run.json"
+    sig = _signature(args, masks, config)
+    resume = None
+    if args.overwrite:
+        for f in out.glob("*.png"):
+            f.unlink()
+        state_file.unlink(missing_ok=True)
+        meta_file.unlink(missing_ok=True)
+    elif meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        if meta.get("signature") != sig:
+            raise InputError(f"{out} holds results of a different run (other input, masks, model or settings); "
+                             "use --overwrite to replace them or choose another folder")
+        if meta.get("complete"):
+            logger.info("%s is complete already; nothing to do (use --overwrite to redo)", out)
+        elif state_file.exists():
+            st = torch.load(state_file, map_location="cpu", weights_only=True)
+            resume = (st["direction"], int(st["frame"]), st["state"])
+            logger.info("resuming the %s pass after frame %d", st["direction"], st["frame"])
+    elif any(out.glob("*.png")):
+        raise InputError(f"{out} already holds PNG files from another tool; use --overwrite or another folder")
+
+    done = meta_file.exists() and json.loads(meta_file.read_text()).get("complete", False)
+    if not done:
+        with atomic_write(meta_file) as fh:
+            fh.write(json.dumps({"signature": sig, "complete": False, "input": args.input}).encode())
+
+        def checkpoint(direction: Direction, frame: int, state: dict) -> None:
+            with atomic_write(state_file) as fh:
+                torch.save({"direction": direction.value, "frame": frame, "state": state}, fh)
+
+        total = source.num_frames
+        t0 = time.perf_counter()
+        n = 0
+        bar = tqdm(total=total, unit="frame", desc="segment", disable=args.no_progress, dynamic_ncols=True)
+        for fr in session.propagate(direction=Direction(args.direction), return_probs=args.save_probs,
+                                    checkpoint=checkpoint, resume=resume):
+            write_mask(out / f"{fr.name}.png", fr.labels, palette)
+            if args.save_probs and fr.prob is not None:
+                write_probabilities(out / "probs" / f"{fr.name}.npz", fr.prob.cpu().numpy(), fr.object_ids)
+            if args.per_object:
+                write_object_masks(out / "objects", fr.name, fr.labels, fr.object_ids)
+            n += 1
+            bar.update(1)
+        bar.close()
+        dt = time.perf_counter() - t0
+        with atomic_write(meta_file) as fh:
+            fh.write(json.dumps({"signature": sig, "complete": True, "input": args.input,
+                                 "frames_this_run": n, "seconds": round(dt, 2)}).encode())
+        state_file.unlink(missing_ok=True)
+        mem = f"peak RSS {_peak_rss_mib():.0f} MiB"
+        if device.type == "cuda":
+            mem += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+        logger.info("segmented %d frames in %.1f s (%.2f frames/s), %s -> %s", n, dt, n / max(dt, 1e-9), mem, out)
+        print(f"wrote {n} masks to {out} ({n / max(dt, 1e-9):.2f} frames/s, {mem})")
+
+    if args.overlay or args.gif:
+        _write_previews(args, source, out, palette)
+    return EXIT_OK
+
+
+def _write_previews(args: argparse.Namespace, source: object, out: Path, palette: Sequence[int]) -> None:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from rdevos.io.masks import read_mask
+    from rdevos.io.overlay import GifWriter, OverlayWriter
+
+    fps = getattr(source, "fps", None) or 24.0
+    h, w = source.size  # type: ignore[attr-defined]
+    with contextlib.ExitStack() as stack:
+        writers: list[OverlayWriter | GifWriter] = []
+        if args.overlay:
+            writers.append(stack.enter_context(OverlayWriter(args.overlay, fps, (h, w), palette)))
+        if args.gif:
+            writers.append(stack.enter_context(GifWriter(args.gif, fps, palette=palette)))
+        for fr in tqdm(source, total=source.num_frames, unit="frame", desc="overlay",  # type: ignore[attr-defined]
+                       disable=args.no_progress):
+            p = out / f"{fr.name}.png"
+            labels = read_mask(p).labels if p.exists() else np.zeros((h, w), np.uint8)
+            for wr in writers:
+                wr.write(fr.image, labels)
+    for target in (args.overlay, args.gif):
+        if target:
+            print(f"wrote {target}")
+
+
+# ---------------------------------------------------------------------------------------------------- eval
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="DAVIS J&F of predicted masks (official-toolkit numbers)",
+                       description="Compute J (region IoU) and F (boundary F-measure) exactly as the official "
+                                   "davis2017-evaluation code (semi-supervised), and write its CSV files.")
+    p.add_argument("--gt", type=Path, required=True, help="annotations folder (<seq>/<frame>.png)")
+    p.add_argument("--pred", type=Path, required=True, help="predictions folder (<seq>/<frame>.png)")
+    p.add_argument("--sequences", nargs="*", help="only these sequences (default: all in --gt)")
+    p.add_argument("-o", "--output", type=Path, help="where to write the CSVs (default: --pred)")
+    p.add_argument("--split", default="val", help="name used in the CSV file names")
+    p.add_argument("--processes", type=int, default=None, help="worker processes (default: CPU count)")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rdevos.eval import evaluate_davis, format_table, write_official_csvs
+
+    res = evaluate_davis(args.gt, args.pred, args.sequences, processes=args.processes, progress=True)
+    paths = write_official_csvs(res, args.output or args.pred, split=args.split)
+    print(format_table(res))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (stages from a YAML config)",
+                       description="Train RDE-VOS. Presets live in configs/*.yaml; override fields with "
+                                   "dotted KEY=VALUE pairs. Use torchrun for several GPUs/processes.")
+    p.add_argument("--config", required=True, help="YAML training config")
+    p.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. stages.0.iterations=100")
+    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in the output folder")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rdevos.train import TrainConfig, run_training
+
+    cfg = TrainConfig.from_yaml(args.config, args.overrides)
+    path = run_training(cfg, resume=not args.no_resume)
+    print(f"final checkpoint: {path}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list named models")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from rdevos.hub.registry import REGISTRY
+
+    for name, spec in sorted(REGISTRY.items()):
+        print(f"{name}\n    {spec.description} [{spec.license}]")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rdevos import __version__
+
+    parser = argparse.ArgumentParser(prog="rdevos", description="RDE-VOS video object segmentation.")
+    parser.add_argument("--version", action="version", version=f"rdevos {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="store_true")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_segment(sub)
+    _add_eval(sub)
+    _add_train(sub)
+    _add_models(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage)."""
+    from rdevos.errors import RDEVOSError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args))
+    except RDEVOSError as e:
+        print(f"rdevos: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("rdevos: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Video session: masks on any frame, lazy frames, forward/backward/both propagation on the streaming engine."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from rdevos.config import InferenceConfig
+from rdevos.errors import InputError
+from rdevos.inference.engine import InferenceEngine
+from rdevos.io.frames import FrameSource, open_frames
+from rdevos.io.masks import as_label_mask
+from rdevos.model.network import RDEVOS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VideoSession", "SegmentedFrame", "Direction"]
+
+Checkpoint = Callable[["Direction", int, dict], None]
+
+
+class Direction(str, enum.Enum):
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    BOTH = "both"
+
+
+@dataclass
+class SegmentedFrame:
+    """One propagated frame."""
+
+    index: int  #: frame index in the video
+    name: str  #: frame name (file stem or zero-padded index)
+    labels: np.ndarray  #: (H, W) uint8 label map with the user's object ids
+    prob: torch.Tensor | None  #: (K+1, H, W) float32 probabilities if requested, channel i+1 = object_ids[i]
+    object_ids: list[int]  #: ids of the channels of ``prob``
+    direction: Direction  #: pass that produced it
+
+
+@dataclass
+class _Annotation:
+    labels: np.ndarray  # (H, W) int32 user ids
+    ids: list[int] = field(default_factory=list)
+
+
+class VideoSession:
+    """Segment one video with masks given on any frames.
+
+    Frames are read lazily from a :class:`~rdevos.io.frames.FrameSource` (a folder, a video file or stream, or a
+    list of images); :meth:`propagate` is a generator and keeps only the engine's constant-size memory.
+
+    Args:
+        model: a loaded :class:`RDEVOS`.
+        frames: folder / video path / URL / list of frames / FrameSource.
+        config: inference settings (default: ModelScope's).
+        device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+    """
+
+    def __init__(self, model: RDEVOS, frames: FrameSource | str | os.PathLike[str] | list[object],
+                 config: InferenceConfig | None = None, *, device: torch.device | str | None = None) -> None:
+        self.model = model
+        self.config = config or InferenceConfig()
+        self.device = device
+        self.source = frames if isinstance(frames, FrameSource) else open_frames(frames)
+        self._ann: dict[int, _Annotation] = {}
+        self._removed: set[int] = set()
+
+    # ----------------------------------------------------------------- annotations
+    @property
+    def num_frames(self) -> int | None:
+        return self.source.num_frames
+
+    @property
+    def annotated_frames(self) -> list[int]:
+        return sorted(self._ann)
+
+    @property
+    def object_ids(self) -> list[int]:
+        """All object ids given so far, in order of first annotation."""
+        ids: list[int] = []
+        for f in self.annotated_frames:
+            ids += [i for i in self._ann[f].ids if i not in ids and i not in self._removed]
+        return ids
+
+    def add_mask(self, frame_idx: int, mask: object, obj_ids: Iterable[int] | None = None) -> None:
+        """Annotate objects on a frame.
+
+        Args:
+            frame_idx: frame index (0-based).
+            mask: (H, W) label map with object ids (PIL 'P'/'L', array or path), or a binary mask (values 0/1
+                or bool) together with exactly one id in ``obj_ids``.
+            obj_ids: the objects this mask annotates (default: all its non-zero labels). Several calls on the same
+                frame merge; a later call overrides the pixels of the objects it names.
+        """
+        n = self.source.num_frames
+        if frame_idx < 0 or (n is not None and frame_idx >= n):
+            raise InputError(f"frame index {frame_idx} is outside the video (0..{(n or 1) - 1})")
+        lm = as_label_mask(mask)
+        labels = lm.labels.astype(np.int32)
+        size = self.source.size
+        if labels.shape != tuple(size):
+            raise InputError(f"mask for frame {frame_idx} has size {labels.shape[0]}x{labels.shape[1]} (HxW), "
+                             f"the video frames are {size[0]}x{size[1]}")
+        ids = None if obj_ids is None else [int(i) for i in obj_ids]
+        if ids is not None and len(ids) == 1 and set(np.unique(labels)) <= {0, 1}:
+            labels = labels * ids[0]
+        present = [int(v) for v in np.unique(labels) if v != 0]
+        ids = present if ids is None else ids
+        if not ids:
+            raise InputError(f"the mask for frame {frame_idx} has no object")
+        known = set(self.object_ids)
+        for i in ids:
+            if i not in known and self._ann and frame_idx > min(self._ann):
+                logger.info("object %d first appears on frame %d: it gets its own memory from there", i, frame_idx)
+            self._removed.discard(i)
+        ann = self._ann.get(frame_idx)
+        if ann is None:
+            self._ann[frame_idx] = _Annotation(np.where(np.isin(labels, ids), labels, 0), list(ids))
+        else:
+            for i in ids:
+                ann.labels[ann.labels == i] = 0
+            sel = np.isin(labels, ids)
+            ann.labels[sel] = labels[sel]
+            ann.ids += [i for i in ids if i not in ann.ids]
+
+    def remove_object(self, obj_id: int) -> None:
+        """Stop tracking an object in later :meth:`propagate` calls."""
+        if obj_id not in self.object_ids:
+            raise KeyError(f"unknown object id {obj_id}; known: {self.object_ids}")
+        self._removed.add(int(obj_id))
+
+    def clear(self) -> None:
+        """Drop all annotations."""
+        self._ann.clear()
+        self._removed.clear()
+
+    # ----------------------------------------------------------------- propagation
+    def _mask_for(self, idx: int) -> tuple[np.ndarray, list[int]] | None:
+        ann = self._ann.get(idx)
+        if ann is None:
+            return None
+        ids = [i for i in ann.ids if i not in self._removed]
+        if not ids:
+            return None
+        return np.where(np.isin(ann.labels, ids), ann.labels, 0), ids
+
+    def _frames(self, indices: range) -> Iterator[tuple[int, str, np.ndarray]]:
+        if indices.step > 0:
+            for fr in self.source:
+                if fr.index >= indices.stop:
+                    break
+                if fr.index >= indices.start:
+                    yield fr.index, fr.name, fr.image
+        else:
+            for i in indices:
+                fr = self.source.get(i)
+                yield fr.index, fr.name, fr.image
+
+    def _pass(self, indices: range, direction: Direction, return_probs: bool, state: dict | None,
+              checkpoint: Checkpoint | None) -> Iterator[SegmentedFrame]:
+        eng = InferenceEngine(self.model, self.config, device=self.device)
+        if state is not None:
+            eng.load_state_dict(state)
+        last = indices[-1] if len(indices) else None
+        for idx, name, image in self._frames(indices):
+            m = self._mask_for(idx)
+            if m is None and not eng.object_ids:
+                continue  # nothing to track yet (before the first annotation of this pass)
+            prob = eng.step(image, m[0] if m else None, objects=m[1] if m else None, is_last=idx == last)
+            labels = eng.probs_to_labels(prob).to(torch.uint8).cpu().numpy()
+            yield SegmentedFrame(idx, name, labels, prob if return_probs else None, eng.object_ids, direction)
+            if checkpoint is not None and eng.memory_updated:
+                # Memory changes only here, so this state resumes at idx + step with identical results.
+                checkpoint(direction, idx, eng.state_dict())
+
+    def propagate(self, *, direction: Direction | str = Direction.FORWARD, start: int | None = None,
+                  return_probs: bool = False, checkpoint: Checkpoint | None = None,
+                  resume: tuple[Direction | str, int, dict] | None = None) -> Iterator[SegmentedFrame]:
+        """Propagate the annotations through the video, one frame at a time.
+
+        Args:
+            direction: ``forward`` from the first annotated frame to the end; ``backward`` from the last annotated
+                frame to frame 0; ``both`` = forward from the first annotated frame, then backward from it to 0.
+                Annotations inside a pass's range are applied when it reaches them.
+            start: frame to start from instead of the first (forward) / last (backward) annotation.
+            return_probs: also return the (K+1, H, W) probabilities.
+            checkpoint: called as ``checkpoint(direction, frame_idx, engine_state)`` after each frame that updated
+                the memory; the state (a few MB) lets an interrupted run continue exactly.
+            resume: ``(direction, frame_idx, engine_state)`` from ``checkpoint``: continue that pass after
+                ``frame_idx`` (a backward resume skips the forward pass of ``both``).
+        Yields:
+            :class:`SegmentedFrame` in processing order.
+        """
+        direction = Direction(direction)
+        if not self._ann:
+            raise InputError("no mask has been added: call add_mask(frame_idx, mask) first")
+        n = self.source.num_frames
+        first, last = min(self._ann), max(self._ann)
+        rdir, rframe, rstate = (Direction(resume[0]), resume[1], resume[2]) if resume else (None, 0, None)
+        if direction in (Direction.FORWARD, Direction.BOTH) and rdir is not Direction.BACKWARD:
+            s = first if start is None else start
+            stop = n if n is not None else 1 << 62
+            if rdir is Direction.FORWARD:
+                s = rframe + 1
+            yield from self._pass(range(s, stop), Direction.FORWARD, return_probs, rstate, checkpoint)
+        if direction is Direction.FORWARD or (direction is Direction.BOTH and first == 0):
+            return
+        s = (last if direction is Direction.BACKWARD else first) if start is None else start
+        if rdir is Direction.BACKWARD:
+            yield from self._pass(range(rframe - 1, -1, -1), Direction.BACKWARD, return_probs, rstate, checkpoint)
+            return
+        it = self._pass(range(s, -1, -1), Direction.BACKWARD, return_probs, None, checkpoint)
+        if direction is Direction.BOTH:
+            next(it, None)  # the start frame was output by the forward pass; read again only for memory
+        yield from it
