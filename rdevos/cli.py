@@ -191,7 +191,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                                     checkpoint=checkpoint, resume=resume):
             write_mask(out / f"{fr.name}.png", fr.labels, palette)
             if args.save_probs and fr.prob is not None:
-                write_probabilities(out / "probs" / f"{fr.name}.npz", fr.prob.cpu().numpy(), fr.object_ids)
+                write_probabilities(out / "probs" / f"{fr.name}.npz", fr.prob.cpu().numpy(), [0, *fr.object_ids])
             if args.per_object:
                 write_object_masks(out / "objects", fr.name, fr.labels, fr.object_ids)
             n += 1

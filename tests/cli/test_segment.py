@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+import rdevos.io.masks as masks_mod
+from rdevos.cli import main
+from rdevos.hub import save_checkpoint
+from rdevos.model.network import RDEVOS
+from tests.conftest import SAMPLE
+
+FRAMES = SAMPLE / "frames"
+MASK = SAMPLE / "first_mask.png"
+N = len(list(FRAMES.glob("*.jpg")))
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path, tiny_model: RDEVOS) -> Path:
+    return save_checkpoint(tiny_model, tmp_path / "tiny.pt")
+
+
+def _run(*args: object) -> int:
+    return main(["-q", "segment", *map(str, args), "--no-progress", "--resolution", "native", "--precision", "fp32"])
+
+
+def _pngs(d: Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.asarray(Image.open(p)) for p in sorted(d.glob("*.png"))}
+
+
+def test_folder_end_to_end_with_overlay_and_extras(tmp_path: Path, ckpt: Path) -> None:
+    out = tmp_path / "out"
+    rc = _run(FRAMES, "--mask", MASK, "-o", out, "--model", ckpt, "--overlay", tmp_path / "o.mp4",
+              "--gif", tmp_path / "o.gif", "--save-probs", "--per-object")
+    assert rc == 0
+    pngs = sorted(out.glob("*.png"))
+    assert [p.stem for p in pngs] == [f"{i:05d}" for i in range(N)]
+    first = Image.open(pngs[0])
+    assert first.mode == "P" and first.getpalette()[:6] == Image.open(MASK).getpalette()[:6]
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == N
+    assert Image.open(tmp_path / "o.gif").n_frames == N
+    assert len(list((out / "probs").glob("*.npz"))) == N
+    assert len(list((out / "objects" / "1").glob("*.png"))) == N
+    assert json.loads((out / ".rdevos-run.json").read_text())["complete"]
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_video_input_and_backward(tmp_path: Path, ckpt: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(FRAMES.glob("*.jpg"))[:10]]
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    out = tmp_path / "out"
+    assert _run(video, "--mask", f"{MASK}@9", "-o", out, "--model", ckpt, "--direction", "backward",
+                "--overlay", tmp_path / "v.mp4") == 0
+    assert [p.stem for p in sorted(out.glob("*.png"))] == [f"{i:05d}" for i in range(10)]
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        st = c.streams.video[0]
+        assert sum(1 for _ in c.decode(video=0)) == 10 and round(float(st.average_rate)) == 10
+
+
+def test_resume_after_interruption_matches_clean_run(tmp_path: Path, ckpt: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = tmp_path / "clean"
+    assert _run(FRAMES, "--mask", MASK, "-o", clean, "--model", ckpt, "--mem-every", "3") == 0
+    out = tmp_path / "out"
+    real = masks_mod.write_mask
+    count = {"n": 0}
+
+    def flaky(path, *a, **k):  # type: ignore[no-untyped-def]
+        count["n"] += 1
+        if count["n"] == 14:
+            raise KeyboardInterrupt
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(masks_mod, "write_mask", flaky)
+    assert _run(FRAMES, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "3") == 130
+    assert len(list(out.glob("*.png"))) == 13 and (out / ".rdevos-resume.pt").exists()
+    monkeypatch.setattr(masks_mod, "write_mask", real)
+    assert _run(FRAMES, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "3") == 0
+    meta = json.loads((out / ".rdevos-run.json").read_text())
+    assert meta["complete"] and meta["frames_this_run"] < N  # resumed, not restarted
+    a, b = _pngs(clean), _pngs(out)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    # A different run into the same folder is refused; --overwrite redoes it.
+    assert _run(FRAMES, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "5") == 1
+    assert _run(FRAMES, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "5", "--overwrite") == 0
+
+
+def test_masks_mid_video(tmp_path: Path, ckpt: Path) -> None:
+    later = np.asarray(Image.open(MASK)).copy()
+    later[later == 1] = 2
+    p = tmp_path / "later.png"
+    im = Image.fromarray(later)
+    im.putpalette(Image.open(MASK).getpalette())
+    im.save(p)
+    out = tmp_path / "out"
+    assert _run(FRAMES, "--mask", MASK, "--mask", f"{p}@10", "-o", out, "--model", ckpt) == 0
+    labels = np.asarray(Image.open(out / "00010.png"))
+    assert (labels[later == 2] == 2).all()
+
+
+def test_bad_inputs(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert _run(tmp_path / "nope", "--mask", MASK, "-o", out, "--model", ckpt) == 1
+    assert "input not found" in capsys.readouterr().err
+    small = tmp_path / "small.png"
+    Image.open(MASK).resize((10, 10)).save(small)
+    assert _run(FRAMES, "--mask", small, "-o", out, "--model", ckpt) == 1
+    assert "size" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run(empty, "--mask", MASK, "-o", out, "--model", ckpt) == 1
+    assert "error" in capsys.readouterr().err
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    assert _run(fake, "--mask", MASK, "-o", out, "--model", ckpt) == 1
+    assert "fake.mp4" in capsys.readouterr().err
+    # A corrupt frame in the middle: a clear error naming it, and only whole PNGs before it.
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, f in enumerate(sorted(FRAMES.glob("*.jpg"))[:6]):
+        (frames / f.name).write_bytes(f.read_bytes() if i != 3 else b"garbage")
+    assert _run(frames, "--mask", MASK, "-o", tmp_path / "o2", "--model", ckpt) == 1
+    assert "00003.jpg" in capsys.readouterr().err
+    assert sorted(p.stem for p in (tmp_path / "o2").glob("*.png")) == ["00000", "00001", "00002"]
+    assert not list((tmp_path / "o2").glob(".*.tmp"))
+    rgb = tmp_path / "rgb.png"
+    Image.open(MASK).convert("RGB").save(rgb)
+    assert _run(FRAMES, "--mask", rgb, "-o", tmp_path / "o3", "--model", ckpt) == 1
+    assert "RGB" in capsys.readouterr().err
+    assert _run(FRAMES, "--mask", MASK, "-o", tmp_path / "o4") in (0, 1)  # embedded model or a clear error
+    assert main(["segment", "--help"]) == 0
