@@ -20,8 +20,11 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun only rank 0 logs at INFO
+    level = logging.WARNING if (quiet or rank != 0) else (logging.DEBUG if verbose > 1 else logging.INFO)
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if rank == 0 else \
+        f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt)
 
 
 def _peak_rss_mib() -> float:
@@ -32,7 +35,7 @@ def _peak_rss_mib() -> float:
 # ---------------------------------------------------------------------------------------------------- segment
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "segment", help="segment objects through a video or a folder of frames",
+        "segment", parents=[_COMMON], help="segment objects through a video or a folder of frames",
         description="Propagate object masks through a video. INPUT is a folder of frames (jpg/png/webp, natural "
                     "order), a video file (mp4/mov/mkv/avi/webm) or a stream URL. Writes one palette PNG per frame "
                     "into OUT as each frame is done; re-running into OUT resumes.",
@@ -45,7 +48,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="default: bf16 on CPU/CUDA-with-bf16, fp32 elsewhere")
+                   help="default: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
     p.add_argument("--preset", default="modelscope", choices=["modelscope", "davis2017", "davis2016", "youtubevos"])
     p.add_argument("--resolution", default=None, help="short side to resize to, or 'native' (default: preset)")
     p.add_argument("--top-k", type=int, default=None)
@@ -108,7 +111,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from rdevos.config import InferenceConfig, Precision
-    from rdevos.device import resolve_device
+    from rdevos.device import default_precision, resolve_device
     from rdevos.errors import InputError
     from rdevos.hub import load_model
     from rdevos.inference.session import Direction, VideoSession
@@ -119,7 +122,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if not os.path.exists(args.input) and "://" not in args.input and not args.input.startswith("/dev/"):
         raise InputError(f"input not found: {args.input}")
     device = resolve_device(args.device)
-    precision = args.precision or ("bf16" if device.type in ("cpu", "cuda") else "fp32")
+    precision = args.precision or default_precision(device).value
     changes: dict[str, object] = {"precision": Precision(precision)}
     if args.resolution is not None:
         changes["resolution"] = None if args.resolution == "native" else int(args.resolution)
@@ -241,7 +244,7 @@ def _write_previews(args: argparse.Namespace, source: object, out: Path, palette
 
 # ---------------------------------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="DAVIS J&F of predicted masks (official-toolkit numbers)",
+    p = sub.add_parser("eval", parents=[_COMMON], help="DAVIS J&F of predicted masks (official-toolkit numbers)",
                        description="Compute J (region IoU) and F (boundary F-measure) exactly as the official "
                                    "davis2017-evaluation code (semi-supervised), and write its CSV files.")
     p.add_argument("--gt", type=Path, required=True, help="annotations folder (<seq>/<frame>.png)")
@@ -265,27 +268,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (stages from a YAML config)",
-                       description="Train RDE-VOS. Presets live in configs/*.yaml; override fields with "
-                                   "dotted KEY=VALUE pairs. Use torchrun for several GPUs/processes.")
-    p.add_argument("--config", required=True, help="YAML training config")
-    p.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. stages.0.iterations=100")
-    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in the output folder")
+    p = sub.add_parser("train", parents=[_COMMON], help="train a model (all stages of a YAML config; resumable; works under torchrun)",
+                       description="Train RDE-VOS. Presets live in configs/*.yaml; override fields with dotted "
+                                   "KEY=VALUE pairs. Several processes/GPUs: torchrun --nproc_per_node N -m "
+                                   "rdevos.train --config X.yaml.")
+    p.add_argument("--config", required=True, help="YAML preset, e.g. configs/lite-davis.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stages.0.iterations=100 precision=fp32")
+    p.add_argument("--no-resume", action="store_true", help="start fresh (refused if output_dir has checkpoints)")
+    p.add_argument("--resume-from", default=None, help="resume from this training checkpoint file")
+    p.add_argument("--max-iterations", type=int, default=None,
+                   help="stop after this many iterations in this call (a resumable checkpoint is written)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from rdevos.train import TrainConfig, run_training
 
-    cfg = TrainConfig.from_yaml(args.config, args.overrides)
-    path = run_training(cfg, resume=not args.no_resume)
-    print(f"final checkpoint: {path}")
+    config = TrainConfig.from_yaml(args.config, args.overrides)
+    resume: bool | str = args.resume_from if args.resume_from else not args.no_resume
+    path = run_training(config, resume=resume, progress=not args.no_progress, max_iterations=args.max_iterations)
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        print(path)
     return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------------- models
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list named models")
+    p = sub.add_parser("models", parents=[_COMMON], help="list named models")
     p.set_defaults(func=_cmd_models)
 
 
@@ -297,13 +307,24 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _common_parser() -> argparse.ArgumentParser:
+    # -v/-q work before or after the subcommand; SUPPRESS keeps a subcommand from resetting the global value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings only")
+    return common
+
+
+_COMMON = _common_parser()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rdevos import __version__
 
     parser = argparse.ArgumentParser(prog="rdevos", description="RDE-VOS video object segmentation.")
     parser.add_argument("--version", action="version", version=f"rdevos {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_segment(sub)
     _add_eval(sub)

@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from rdevos.config import InferenceConfig, ModelConfig, Precision
+from rdevos.device import cpu_has_fast_bf16
 from rdevos.errors import CheckpointError, InputError
 from rdevos.hub.convert import load_state, save_checkpoint
 from rdevos.model.network import RDEVOS
@@ -445,14 +446,6 @@ def _resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     return torch.device("cuda", info.local_rank if info else 0)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX); without, oneDNN falls back to a path
-    that is ~10x slower than fp32."""
-    cpu = getattr(torch, "cpu", None)
-    try:
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())  # type: ignore[union-attr]
-    except AttributeError:
-        return False
 
 
 def _resolve_precision(p: TrainPrecision, device: torch.device) -> TrainPrecision:
