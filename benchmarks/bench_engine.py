@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "tests" / "reference"))
 import modelscope_ref as R  # noqa: E402
 
 from rdevos import InferenceConfig, InferenceEngine, Precision  # noqa: E402
+from rdevos.device import cpu_has_fast_bf16  # noqa: E402
 from rdevos.model.network import RDEVOS  # noqa: E402
 
 
@@ -100,19 +101,22 @@ def speed(args: argparse.Namespace) -> dict:
     res["reference_fp32_s_per_frame"] = _run_reference(ref, frames, labels, 40, 3) / len(frames)
     _run_ours(ours, frames[:3], labels, cfg)
     res["rdevos_fp32_s_per_frame"] = _run_ours(ours, frames, labels, cfg) / len(frames)
-    bf = RDEVOS()
-    bf.load_state_dict(ours.state_dict())
-    cfg_bf = cfg.replace(precision=Precision.BF16)
-    _run_ours(bf.eval(), frames[:3], labels, cfg_bf)
-    res["rdevos_bf16_s_per_frame"] = _run_ours(bf, frames, labels, cfg_bf) / len(frames)
     r = res["reference_fp32_s_per_frame"]
     res["speedup_fp32_vs_reference"] = r / res["rdevos_fp32_s_per_frame"]  # type: ignore[operator]
-    res["speedup_bf16_vs_reference"] = r / res["rdevos_bf16_s_per_frame"]  # type: ignore[operator]
+    res["native_bf16"] = cpu_has_fast_bf16()
+    if args.bf16:
+        bf = RDEVOS()
+        bf.load_state_dict(ours.state_dict())
+        cfg_bf = cfg.replace(precision=Precision.BF16)
+        n = min(len(frames), args.bf16_frames)
+        _run_ours(bf.eval(), frames[:2], labels, cfg_bf)
+        res["rdevos_bf16_s_per_frame"] = _run_ours(bf, frames[:n], labels, cfg_bf) / n
+        res["speedup_bf16_vs_reference"] = r / res["rdevos_bf16_s_per_frame"]  # type: ignore[operator]
     return res
 
 
-def _memory_child(impl: str, n: int, short_side: int, precision: str) -> None:
-    torch.set_num_threads(2)
+def _memory_child(impl: str, n: int, short_side: int, precision: str, threads: int) -> None:
+    torch.set_num_threads(threads)
     frames, labels = _frames("bear", n, short_side)
     ref, ours = _nets()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -129,11 +133,12 @@ def _memory_child(impl: str, n: int, short_side: int, precision: str) -> None:
 
 def memory(args: argparse.Namespace) -> dict:
     rows = []
-    for impl, prec in (("rdevos", "bf16"), ("reference", "fp32")):
+    prec_ours = "bf16" if cpu_has_fast_bf16() else "fp32"
+    for impl, prec in (("rdevos", prec_ours), ("reference", "fp32")):
         for n in args.lengths:
             if impl == "reference" and n > args.max_reference:
                 continue
-            cmd = [sys.executable, __file__, "_child", impl, str(n), str(args.short_side), prec]
+            cmd = [sys.executable, __file__, "_child", impl, str(n), str(args.short_side), prec, str(args.threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             rows.append(json.loads(out))
             print(rows[-1], file=sys.stderr, flush=True)
@@ -142,7 +147,7 @@ def memory(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
-        _memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        _memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -150,10 +155,14 @@ def main() -> None:
     s.add_argument("--frames", type=int, default=16)
     s.add_argument("--seq", default="bear")
     s.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    s.add_argument("--bf16", action="store_true", default=cpu_has_fast_bf16(),
+                   help="also time bf16 autocast (default: only on CPUs with native bf16; ~10x slower without)")
+    s.add_argument("--bf16-frames", type=int, default=16)
     m = sub.add_parser("memory")
     m.add_argument("--lengths", type=int, nargs="+", default=[50, 1000])
     m.add_argument("--short-side", type=int, default=240)
     m.add_argument("--max-reference", type=int, default=400, help="longest video for the (O(T)) reference")
+    m.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = p.parse_args()
     res = speed(args) if args.what == "speed" else memory(args)
     print(json.dumps(res, indent=2))

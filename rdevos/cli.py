@@ -266,6 +266,86 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------------------------------- run-dataset
+def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run-dataset", parents=[_COMMON], help="segment every sequence of a dataset (resumable, shardable)",
+        description="Segment a DAVIS / YouTube-VOS / generic dataset into OUT/<seq>/<frame>.png with the dataset's "
+                    "official preset. Finished sequences are skipped on re-runs. Under torchrun (or with --shard "
+                    "I/N) each process takes a deterministic share of the sequences.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=["davis2016", "davis2017", "youtubevos", "generic"], default="davis2017")
+    p.add_argument("--root", type=Path, required=True, help="dataset folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--method", choices=["model", "copy-first-mask", "flow"], default="model")
+    p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
+    p.add_argument("--sequences", nargs="*", help="only these sequences")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="fp32 reproduces the reference numerics")
+    p.add_argument("--resolution", default=None, help="override the preset's short side, or 'native'")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--mem-every", type=int, default=None)
+    p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (default: RANK/WORLD_SIZE)")
+    p.add_argument("--eval", action="store_true", help="score the predictions (DAVIS J&F) when all are done")
+    p.add_argument("--zip", type=Path, help="write a submission zip when all sequences are done")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_run_dataset)
+
+
+def _cmd_run_dataset(args: argparse.Namespace) -> int:
+    from rdevos.config import InferenceConfig, Precision
+    from rdevos.device import resolve_device
+    from rdevos.errors import InputError
+    from rdevos.eval.runners import Dataset, Method, find_layout, make_submission_zip, run_dataset
+
+    ds = Dataset(args.dataset)
+    if args.shard:
+        try:
+            rank, world = (int(x) for x in args.shard.split("/"))
+        except ValueError:
+            raise InputError(f"--shard must look like I/N, got {args.shard!r}") from None
+    else:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    changes: dict[str, object] = {"precision": Precision(args.precision)}
+    if args.resolution is not None:
+        changes["resolution"] = None if args.resolution == "native" else int(args.resolution)
+    if args.top_k is not None:
+        changes["top_k"] = args.top_k
+    if args.mem_every is not None:
+        changes["mem_every"] = args.mem_every
+    config = InferenceConfig.preset(ds.preset).replace(**changes)
+    device = resolve_device(args.device)
+    if world > 1 and device.type == "cuda":
+        device = resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % max(1, __import__('torch').cuda.device_count())}")
+    model = None
+    if Method(args.method) is Method.MODEL:
+        from rdevos.hub import load_model
+
+        model = load_model(args.model, device=device)
+    s = run_dataset(args.root, args.output, dataset=ds, split=args.split, model=model, method=args.method,
+                    config=config, device=device, sequences=args.sequences, rank=rank, world_size=world,
+                    progress=not args.no_progress)
+    print(f"shard {rank}/{world}: {len(s.done)} sequences done, {len(s.skipped)} already finished, "
+          f"{s.frames} frames at {s.fps:.2f} frames/s")
+    seqs = args.sequences or find_layout(args.root, ds, args.split).sequences
+    complete = all((args.output / q).is_dir() for q in seqs)
+    if (args.eval or args.zip) and not complete:
+        print("other shards are still running; run the same command again (or --eval/--zip) once they finish")
+        return EXIT_OK
+    if args.zip:
+        make_submission_zip(args.output, args.zip, dataset=ds, sequences=seqs)
+        print(f"wrote {args.zip}")
+    if args.eval:
+        from rdevos.eval import evaluate_davis, format_table, write_official_csvs
+
+        res = evaluate_davis(find_layout(args.root, ds, args.split).annotations, args.output, seqs)
+        write_official_csvs(res, args.output, split=args.split)
+        print(format_table(res))
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", parents=[_COMMON], help="train a model (all stages of a YAML config; resumable; works under torchrun)",
@@ -328,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_segment(sub)
     _add_eval(sub)
+    _add_run_dataset(sub)
     _add_train(sub)
     _add_models(sub)
     return parser

@@ -31,6 +31,7 @@ or file and the problem, where the official code crashes, exits 0 without result
 from __future__ import annotations
 
 import concurrent.futures
+import multiprocessing
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -203,7 +204,10 @@ def evaluate_davis(
                 if bar is not None:
                     bar.update()
         else:
-            with concurrent.futures.ProcessPoolExecutor(max_workers=processes, initializer=_init_worker) as pool:
+            # spawn, not fork: forking a process that has started torch/OpenMP threads can hang or crash.
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(max_workers=processes, initializer=_init_worker,
+                                                        mp_context=ctx) as pool:
                 futures = [pool.submit(_evaluate_sequence, gt_dir, pred_dir, n, bound_th) for n in names]
                 try:
                     for fut in futures:  # input order, so the error raised is the first sequence's, every run

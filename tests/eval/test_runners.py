@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rdevos import InputError
+from rdevos.cli import main
+from rdevos.eval.runners import find_layout, make_submission_zip, run_dataset
+from rdevos.hub import save_checkpoint
+from rdevos.model.network import RDEVOS
+from tests.conftest import DAVIS16, load_frames, load_mask, split_objects
+
+SEQS = ("bear", "car-turn", "soccerball")
+
+
+@pytest.fixture
+def davis_tree(tmp_path: Path, davis16: Path) -> Path:
+    """A small DAVIS-2017-layout tree from real frames (6 frames, 120x214, 2 objects per sequence)."""
+    root = tmp_path / "DAVIS"
+    for seq in SEQS:
+        img_dir = root / "JPEGImages" / "480p" / seq
+        ann_dir = root / "Annotations" / "480p" / seq
+        img_dir.mkdir(parents=True)
+        ann_dir.mkdir(parents=True)
+        for i, f in enumerate(load_frames(seq, 6, (214, 120))):
+            Image.fromarray(f).save(img_dir / f"{i:05d}.jpg", quality=95)
+            lab = Image.fromarray(split_objects(load_mask(seq, i, (214, 120))))
+            lab.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
+            lab.save(ann_dir / f"{i:05d}.png")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(SEQS) + "\n")
+    return root
+
+
+def _read(d: Path) -> dict[str, np.ndarray]:
+    return {f"{p.parent.name}/{p.name}": np.asarray(Image.open(p)) for p in sorted(d.glob("*/*.png"))}
+
+
+def test_layout_and_copy_first_mask(davis_tree: Path, tmp_path: Path) -> None:
+    lay = find_layout(davis_tree, "davis2017")
+    assert lay.sequences == list(SEQS)
+    s = run_dataset(davis_tree, tmp_path / "copy", dataset="davis2017", method="copy-first-mask", progress=False)
+    assert s.done == sorted(SEQS) and s.frames == 18
+    first = np.asarray(Image.open(davis_tree / "Annotations/480p/bear/00000.png"))
+    for i in range(6):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"copy/bear/{i:05d}.png")), first)
+    flow = run_dataset(davis_tree, tmp_path / "flow", dataset="davis2016", method="flow", progress=False)
+    assert flow.frames == 18
+    assert set(np.unique(np.asarray(Image.open(tmp_path / "flow/bear/00003.png")))) <= {0, 1}  # binarised
+
+
+def test_model_run_resume_and_shards(davis_tree: Path, tmp_path: Path, tiny_model: RDEVOS) -> None:
+    full = run_dataset(davis_tree, tmp_path / "full", model=tiny_model, progress=False)
+    assert full.done == sorted(SEQS)
+    # Resume: finished sequences are skipped, a half-written one is redone.
+    (tmp_path / "full" / "car-turn").rename(tmp_path / "full" / ".partial-car-turn")
+    (tmp_path / "full" / ".partial-car-turn" / "00005.png").unlink()
+    again = run_dataset(davis_tree, tmp_path / "full", model=tiny_model, progress=False)
+    assert again.done == ["car-turn"] and again.skipped == ["bear", "soccerball"]
+    # Two shards into one folder give exactly the unsharded result.
+    for rank in (0, 1):
+        s = run_dataset(davis_tree, tmp_path / "sharded", model=tiny_model, rank=rank, world_size=2, progress=False)
+        assert s.done == sorted(SEQS)[rank::2]
+    a, b = _read(tmp_path / "full"), _read(tmp_path / "sharded")
+    assert a.keys() == b.keys() and len(a) == 18 and all((a[k] == b[k]).all() for k in a)
+    z = make_submission_zip(tmp_path / "sharded", tmp_path / "sub.zip", dataset="davis2017", sequences=SEQS)
+    import zipfile
+
+    assert len(zipfile.ZipFile(z).namelist()) == 18
+
+
+def test_cli_run_dataset_with_eval(davis_tree: Path, tmp_path: Path, tiny_model: RDEVOS,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = save_checkpoint(tiny_model, tmp_path / "tiny.pt")
+    out = tmp_path / "pred"
+    assert main(["-q", "run-dataset", "--root", str(davis_tree), "-o", str(out), "--model", str(ckpt),
+                 "--shard", "0/2", "--eval", "--no-progress"]) == 0
+    assert "still running" in capsys.readouterr().out
+    assert main(["-q", "run-dataset", "--root", str(davis_tree), "-o", str(out), "--model", str(ckpt),
+                 "--shard", "1/2", "--eval", "--no-progress"]) == 0
+    assert "J&F" in capsys.readouterr().out
+    assert (out / "global_results-val.csv").is_file()
+    assert main(["-q", "run-dataset", "--root", str(davis_tree), "-o", str(tmp_path / "b"), "--method",
+                 "copy-first-mask", "--no-progress"]) == 0
+
+
+def test_bad_dataset_folders(tmp_path: Path, davis_tree: Path) -> None:
+    with pytest.raises(InputError, match="JPEGImages"):
+        find_layout(tmp_path, "davis2017")
+    (davis_tree / "ImageSets/2017/val.txt").write_text("bear\nmissing-seq\n")
+    with pytest.raises(InputError, match="missing-seq"):
+        find_layout(davis_tree, "davis2017")
+    with pytest.raises(InputError, match="needs a model"):
+        run_dataset(davis_tree, tmp_path / "x", sequences=["bear"], method="model", split="train")
