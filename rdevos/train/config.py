@@ -315,6 +315,9 @@ class TrainConfig:
     seed: int = 14159265
     precision: TrainPrecision = TrainPrecision.AUTO
     channels_last: bool = True
+    #: BatchNorm in train mode. The reference keeps the whole network in eval mode (BN frozen at its ImageNet
+    #: statistics); from scratch that leaves BN as a fixed affine map, and the lite run collapsed to constant output.
+    bn_train: bool = False
     device: str = "auto"
     threads: int | None = None
     output_dir: str = "runs/rdevos"

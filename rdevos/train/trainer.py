@@ -736,7 +736,7 @@ class Trainer:
         else:
             self._init_weights(net, si)
         self._to_device(net)
-        wrapper = TrainingModel(net, channels_last=self.channels_last)
+        wrapper = TrainingModel(net, bn_train=self.config.bn_train, channels_last=self.channels_last)
         model = wrap_ddp(wrapper, self.device, self.info)
         opt = self._optimizer(net, stage)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it, _s=stage: lr_factor(_s, it))
