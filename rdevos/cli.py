@@ -13,6 +13,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rdevos.config import InferenceConfig
 
 logger = logging.getLogger("rdevos")
 
@@ -30,6 +34,20 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 def _peak_rss_mib() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return ru / 1024 if sys.platform != "darwin" else ru / (1024 * 1024)
+
+
+def _inference_config(args: argparse.Namespace, preset: str, precision: str) -> InferenceConfig:
+    """The preset with the command line's --resolution/--top-k/--mem-every and the precision applied."""
+    from rdevos.config import InferenceConfig, Precision
+
+    changes: dict[str, object] = {"precision": Precision(precision)}
+    if args.resolution is not None:
+        changes["resolution"] = None if args.resolution == "native" else int(args.resolution)
+    if args.top_k is not None:
+        changes["top_k"] = args.top_k
+    if args.mem_every is not None:
+        changes["mem_every"] = args.mem_every
+    return InferenceConfig.preset(preset).replace(**changes)
 
 
 # ---------------------------------------------------------------------------------------------------- segment
@@ -106,11 +124,9 @@ def _signature(args: argparse.Namespace, masks: list[tuple[int, Path]], config: 
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
     from tqdm.auto import tqdm
 
-    from rdevos.config import InferenceConfig, Precision
     from rdevos.device import default_precision, resolve_device
     from rdevos.errors import InputError
     from rdevos.hub import load_model
@@ -122,15 +138,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if not os.path.exists(args.input) and "://" not in args.input and not args.input.startswith("/dev/"):
         raise InputError(f"input not found: {args.input}")
     device = resolve_device(args.device)
-    precision = args.precision or default_precision(device).value
-    changes: dict[str, object] = {"precision": Precision(precision)}
-    if args.resolution is not None:
-        changes["resolution"] = None if args.resolution == "native" else int(args.resolution)
-    if args.top_k is not None:
-        changes["top_k"] = args.top_k
-    if args.mem_every is not None:
-        changes["mem_every"] = args.mem_every
-    config = InferenceConfig.preset(args.preset).replace(**changes)
+    config = _inference_config(args, args.preset, args.precision or default_precision(device).value)
 
     source = open_frames(args.input)
     names = source.names
@@ -295,7 +303,6 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run_dataset(args: argparse.Namespace) -> int:
-    from rdevos.config import InferenceConfig, Precision
     from rdevos.device import resolve_device
     from rdevos.errors import InputError
     from rdevos.eval.runners import Dataset, Method, find_layout, make_submission_zip, run_dataset
@@ -308,17 +315,13 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
             raise InputError(f"--shard must look like I/N, got {args.shard!r}") from None
     else:
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    changes: dict[str, object] = {"precision": Precision(args.precision)}
-    if args.resolution is not None:
-        changes["resolution"] = None if args.resolution == "native" else int(args.resolution)
-    if args.top_k is not None:
-        changes["top_k"] = args.top_k
-    if args.mem_every is not None:
-        changes["mem_every"] = args.mem_every
-    config = InferenceConfig.preset(ds.preset).replace(**changes)
+    config = _inference_config(args, ds.preset, args.precision)
     device = resolve_device(args.device)
     if world > 1 and device.type == "cuda":
-        device = resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % max(1, __import__('torch').cuda.device_count())}")
+        import torch
+
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        device = resolve_device(f"cuda:{local % max(1, torch.cuda.device_count())}")
     model = None
     if Method(args.method) is Method.MODEL:
         from rdevos.hub import load_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ModelConfig", "InferenceConfig", "MemoryMode", "MemorySchedule", "Precision", "PRESETS"]

@@ -11,7 +11,7 @@ from rdevos.cli import main
 from rdevos.eval.runners import find_layout, make_submission_zip, run_dataset
 from rdevos.hub import save_checkpoint
 from rdevos.model.network import RDEVOS
-from tests.conftest import DAVIS16, load_frames, load_mask, split_objects
+from tests.conftest import load_frames, load_mask, split_objects
 
 SEQS = ("bear", "car-turn", "soccerball")
 
