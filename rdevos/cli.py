@@ -166,6 +166,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     meta_file = out / ".rdevos-run.json"
     sig = _signature(args, masks, config)
     resume = None
+    done = False
     if args.overwrite:
         for f in out.glob("*.png"):
             f.unlink()
@@ -176,7 +177,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if meta.get("signature") != sig:
             raise InputError(f"{out} holds results of a different run (other input, masks, model or settings); "
                              "use --overwrite to replace them or choose another folder")
-        if meta.get("complete"):
+        done = bool(meta.get("complete"))
+        if done:
             logger.info("%s is complete already; nothing to do (use --overwrite to redo)", out)
         elif state_file.exists():
             st = torch.load(state_file, map_location="cpu", weights_only=True)
@@ -185,7 +187,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     elif any(out.glob("*.png")):
         raise InputError(f"{out} already holds PNG files from another tool; use --overwrite or another folder")
 
-    done = meta_file.exists() and json.loads(meta_file.read_text()).get("complete", False)
     if not done:
         with atomic_write(meta_file) as fh:
             fh.write(json.dumps({"signature": sig, "complete": False, "input": args.input}).encode())
