@@ -66,18 +66,24 @@ def readout(weights: torch.Tensor, indices: torch.Tensor, mem_value: torch.Tenso
     return torch.stack(out)
 
 
-def read_memory(mem_key: torch.Tensor, mem_value: torch.Tensor, query_key: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Full memory read for one query frame.
+def read_memory(mem_key: torch.Tensor, mem_value: torch.Tensor, query_key: torch.Tensor, top_k: int,
+                mem_sqnorm: torch.Tensor | None = None) -> torch.Tensor:
+    """Full top-k memory read for one query frame, through the fast path the engine uses.
+
+    Same numbers as ``readout(*topk_softmax(affinity(...)))`` (the reference's dense formulation) up to float
+    rounding.
 
     Args:
-        mem_key: (B, Ck, N); mem_value: (B, K, Cv, N); query_key: (B, Ck, h, w).
+        mem_key: (B, Ck, N); mem_value: (B, K, Cv, N); query_key: (B, Ck, h, w); mem_sqnorm: optional cached
+            ``|mk|^2`` (B, N).
     Returns:
         (B, K, Cv, h, w) readout.
     """
     b, _, h, w = query_key.shape
-    weights, indices = topk_softmax(affinity(mem_key, query_key.flatten(2)), top_k)
-    out = readout(weights, indices, mem_value)
-    return out.reshape(*out.shape[:3], h, w)
+    nobj, cv = mem_value.shape[1:3]
+    mem_value_t = mem_value.flatten(1, 2).transpose(1, 2).contiguous()  # (B, N, K*Cv) entry-major
+    out = topk_readout(query_affinity(mem_key, query_key.flatten(2), mem_sqnorm), mem_value_t, top_k)  # (B, M, K*Cv)
+    return out.transpose(1, 2).reshape(b, nobj, cv, h, w)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -101,5 +101,10 @@ def test_fast_readout_equals_dense_reference_path() -> None:
     aff_t = query_affinity(mk, qk)
     torch.testing.assert_close(aff_t, affinity(mk, qk).transpose(1, 2))
     fast = topk_readout(aff_t, mv.flatten(1, 2).transpose(1, 2).contiguous(), 7)  # (1, 35, 24)
-    dense = read_memory(mk, mv, qk.reshape(1, 16, 5, 7), 7).reshape(1, 24, 35)
+    from rdevos.model.memory_read import readout
+
+    dense = readout(*topk_softmax(affinity(mk, qk), 7), mv).reshape(1, 24, 35)  # the reference's scatter + GEMM
     torch.testing.assert_close(fast.transpose(1, 2), dense)
+    # The public read (RDEVOS.read_memory) shares the engine's path and layout conversions.
+    public = read_memory(mk, mv, qk.reshape(1, 16, 5, 7), 7).reshape(1, 24, 35)
+    torch.testing.assert_close(public, dense)
