@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rdevos.config import InferenceConfig
+    from rdevos.model.network import RDEVOS
 
 logger = logging.getLogger("rdevos")
 
@@ -36,10 +37,16 @@ def _peak_rss_mib() -> float:
     return ru / 1024 if sys.platform != "darwin" else ru / (1024 * 1024)
 
 
-def _inference_config(args: argparse.Namespace, preset: str, precision: str) -> InferenceConfig:
-    """The preset with the command line's --resolution/--top-k/--mem-every and the precision applied."""
+def _inference_config(args: argparse.Namespace, preset: str, precision: str, model: RDEVOS | None = None
+                      ) -> InferenceConfig:
+    """The preset, then the model's own inference defaults (e.g. its training resolution), then the command
+    line's --resolution/--top-k/--mem-every and the precision."""
     from rdevos.config import InferenceConfig, Precision
 
+    config = InferenceConfig.preset(preset)
+    if model is not None and model.inference_defaults:
+        config = config.replace(**model.inference_defaults)
+        logger.info("model inference defaults: %s", model.inference_defaults)
     changes: dict[str, object] = {"precision": Precision(precision)}
     if args.resolution is not None:
         changes["resolution"] = None if args.resolution == "native" else int(args.resolution)
@@ -47,7 +54,7 @@ def _inference_config(args: argparse.Namespace, preset: str, precision: str) -> 
         changes["top_k"] = args.top_k
     if args.mem_every is not None:
         changes["mem_every"] = args.mem_every
-    return InferenceConfig.preset(preset).replace(**changes)
+    return config.replace(**changes)
 
 
 # ---------------------------------------------------------------------------------------------------- segment
@@ -138,12 +145,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if not os.path.exists(args.input) and "://" not in args.input and not args.input.startswith("/dev/"):
         raise InputError(f"input not found: {args.input}")
     device = resolve_device(args.device)
-    config = _inference_config(args, args.preset, args.precision or default_precision(device).value)
-
     source = open_frames(args.input)
     names = source.names
     masks = _parse_masks(args, names)
     model = load_model(args.model, device=device)
+    config = _inference_config(args, args.preset, args.precision or default_precision(device).value, model)
     if args.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     session = VideoSession(model, source, config, device=device)
@@ -189,7 +195,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     if not done:
         with atomic_write(meta_file) as fh:
-            fh.write(json.dumps({"signature": sig, "complete": False, "input": args.input}).encode())
+            fh.write(json.dumps({"signature": sig, "complete": False, "input": args.input,
+                                 "settings": config.to_dict()}).encode())
 
         def checkpoint(direction: Direction, frame: int, state: dict) -> None:
             with atomic_write(state_file) as fh:
@@ -212,7 +219,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         dt = time.perf_counter() - t0
         with atomic_write(meta_file) as fh:
             fh.write(json.dumps({"signature": sig, "complete": True, "input": args.input,
-                                 "frames_this_run": n, "seconds": round(dt, 2)}).encode())
+                                 "settings": config.to_dict(), "frames_this_run": n,
+                                 "seconds": round(dt, 2)}).encode())
         state_file.unlink(missing_ok=True)
         mem = f"peak RSS {_peak_rss_mib():.0f} MiB"
         if device.type == "cuda":
@@ -316,7 +324,6 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
             raise InputError(f"--shard must look like I/N, got {args.shard!r}") from None
     else:
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    config = _inference_config(args, ds.preset, args.precision)
     device = resolve_device(args.device)
     if world > 1 and device.type == "cuda":
         import torch
@@ -328,6 +335,7 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
         from rdevos.hub import load_model
 
         model = load_model(args.model, device=device)
+    config = _inference_config(args, ds.preset, args.precision, model)
     s = run_dataset(args.root, args.output, dataset=ds, split=args.split, model=model, method=args.method,
                     config=config, device=device, sequences=args.sequences, rank=rank, world_size=world,
                     progress=not args.no_progress)

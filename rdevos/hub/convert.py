@@ -10,6 +10,7 @@ Formats:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from rdevos.config import ModelConfig
+from rdevos.config import InferenceConfig, ModelConfig
 from rdevos.errors import CheckpointError
 from rdevos.model.network import RDEVOS
 
@@ -83,6 +84,27 @@ def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], M
     Returns:
         (state_dict without ``module.`` prefixes, the stored ModelConfig or None, the detected format name).
     """
+    return _load_state(path)[:3]  # type: ignore[return-value]
+
+
+def _inference_defaults(obj: Any, path: Path) -> dict[str, Any]:
+    """The ``inference`` entry of an rdevos checkpoint (recommended InferenceConfig fields), validated."""
+    if not isinstance(obj, Mapping) or obj.get("format") != "rdevos" or not obj.get("inference"):
+        return {}
+    d = obj["inference"]
+    known = {f.name for f in dataclasses.fields(InferenceConfig)} - {"precision"}
+    if not isinstance(d, Mapping) or set(d) - known:
+        raise CheckpointError(f"{path}: invalid 'inference' entry {d!r}; allowed keys: {sorted(known)}")
+    try:
+        InferenceConfig().replace(**d)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid 'inference' entry {dict(d)}: {e}") from e
+    return dict(d)
+
+
+def _load_state(path: str | os.PathLike[str]
+                ) -> tuple[dict[str, torch.Tensor], ModelConfig | None, str, dict[str, Any]]:
+    """:func:`load_state` plus the checkpoint's recommended inference settings."""
     p = Path(path)
     if p.is_dir():
         weights = p / MODELSCOPE_WEIGHTS
@@ -92,7 +114,9 @@ def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], M
                 raise CheckpointError(f"{p} is a directory without {MODELSCOPE_WEIGHTS} (ModelScope layout) and "
                                       f"not exactly one .pth/.pt file (found {[c.name for c in cands]})")
             weights = cands[0]
-        sd, config, fmt = _unwrap(_torch_load(weights), weights)
+        obj = _torch_load(weights)
+        sd, config, fmt = _unwrap(obj, weights)
+        inference = _inference_defaults(obj, weights)
         cfg_file = p / MODELSCOPE_CONFIG
         if cfg_file.is_file():
             try:
@@ -105,10 +129,11 @@ def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], M
             if config is None and isinstance(meta.get("rdevos_config"), dict):
                 config = ModelConfig.from_dict(meta["rdevos_config"])
             fmt = "modelscope" if fmt.startswith("official") else fmt
-        return sd, config, fmt
+        return sd, config, fmt, inference
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}")
-    return _unwrap(_torch_load(p), p)
+    obj = _torch_load(p)
+    return (*_unwrap(obj, p), _inference_defaults(obj, p))
 
 
 def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
@@ -172,9 +197,10 @@ def load_network(path: str | os.PathLike[str], config: ModelConfig | None = None
     Raises:
         CheckpointError: unreadable file, unknown layout, or keys/shapes that do not match (the message lists them).
     """
-    sd, stored, fmt = load_state(path)
+    sd, stored, fmt, inference = _load_state(path)
     config = config or stored or infer_config(sd)
     model = RDEVOS(config)
+    model.inference_defaults = inference
     report = _mismatch_report(model, sd, fmt, str(path))
     if report:
         raise CheckpointError(report)
@@ -198,10 +224,19 @@ def _atomic_save(obj: Any, path: Path) -> None:
             os.unlink(tmp)
 
 
-def save_checkpoint(model: RDEVOS, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write the rdevos format (weights + architecture config; plain types only, loadable with weights_only)."""
+def save_checkpoint(model: RDEVOS, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None,
+                    inference: Mapping[str, Any] | None = None) -> Path:
+    """Write the rdevos format (weights + architecture config; plain types only, loadable with weights_only).
+
+    Args:
+        inference: recommended inference settings (InferenceConfig fields except precision, e.g. the training
+            resolution); default: ``model.inference_defaults``.
+    """
     obj: dict[str, Any] = {"format": "rdevos", "version": FORMAT_VERSION, "config": model.config.to_dict(),
                            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    inference = dict(model.inference_defaults if inference is None else inference)
+    if inference:
+        obj["inference"] = _inference_defaults({"format": "rdevos", "inference": inference}, Path(path))
     if extra:
         obj["extra"] = dict(extra)
     p = Path(path)

@@ -128,14 +128,22 @@ def pipeline(task: str = TASK, model: str | os.PathLike[str] | RDEVOS | None = N
         model: checkpoint path, ModelScope directory or id, URL, registry name, a loaded :class:`RDEVOS`, or
             ``None`` for the embedded default model.
         top_k, mem_every: override the preset (``modelscope``: 20 and 4).
-        resolution: short side to resize to (``None`` = native size; default: the preset's, 480).
+        resolution: short side to resize to (``None`` = native size; default: the model's own default if its
+            checkpoint has one, else the preset's, 480).
         device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``...
         precision: ``fp32`` (reference numerics), ``bf16`` or ``fp16``.
         preset: ``modelscope``, ``davis2017``, ``davis2016`` or ``youtubevos``.
     """
     if task != TASK:
         raise InputError(f"unsupported task {task!r}; rdevos provides {TASK!r}")
+    dev = resolve_device(device)
+    if not isinstance(model, RDEVOS):
+        from rdevos.hub import load_model
+
+        model = load_model(model, device=dev)
     config = InferenceConfig.preset(preset)
+    if model.inference_defaults:  # e.g. the resolution the weights were trained at
+        config = config.replace(**model.inference_defaults)
     changes: dict[str, Any] = {"precision": Precision(precision)}
     if top_k is not None:
         changes["top_k"] = top_k
@@ -144,11 +152,6 @@ def pipeline(task: str = TASK, model: str | os.PathLike[str] | RDEVOS | None = N
     if resolution != "default":
         changes["resolution"] = None if resolution in (None, "native") else int(resolution)  # type: ignore[arg-type]
     config = config.replace(**changes)
-    dev = resolve_device(device)
-    if not isinstance(model, RDEVOS):
-        from rdevos.hub import load_model
-
-        model = load_model(model, device=dev)
     return VideoObjectSegmentationPipeline(model, config, device=dev, modelscope_labels=modelscope_labels,
                                            progress=progress)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -64,6 +64,10 @@ class RDEVOS(nn.Module):
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ModelConfig()
+        #: Inference settings the weights were made for (e.g. ``{"resolution": 288}`` for a model trained at that
+        #: scale), read from rdevos checkpoints; the CLI and ``pipeline`` apply them over the preset unless the
+        #: caller sets them explicitly. Not part of the state dict.
+        self.inference_defaults: dict[str, Any] = {}
         c4, c8, c16 = config.key_channels
         self.key_encoder = KeyEncoder(config.key_block, config.key_layers, config.key_width)
         self.value_encoder = ValueEncoder(c16, config.value_dim, config.value_layers, config.value_width,

@@ -141,3 +141,15 @@ def test_bad_inputs(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[st
     assert "RGB" in capsys.readouterr().err
     assert _run(FRAMES, "--mask", MASK, "-o", tmp_path / "o4") in (0, 1)  # embedded model or a clear error
     assert main(["segment", "--help"]) == 0
+
+
+def test_model_inference_defaults_apply_unless_overridden(tmp_path: Path, tiny_model: RDEVOS) -> None:
+    ckpt = save_checkpoint(tiny_model, tmp_path / "lite.pt", inference={"resolution": 96, "top_k": 7})
+    args = ["-q", "segment", FRAMES, "--mask", MASK, "--model", ckpt, "--no-progress", "--precision", "fp32"]
+    assert main([*map(str, args), "-o", str(tmp_path / "a")]) == 0
+    settings = json.loads((tmp_path / "a" / ".rdevos-run.json").read_text())["settings"]
+    assert settings["resolution"] == 96 and settings["top_k"] == 7
+    assert main([*map(str, args), "-o", str(tmp_path / "b"), "--resolution", "64"]) == 0
+    settings = json.loads((tmp_path / "b" / ".rdevos-run.json").read_text())["settings"]
+    assert settings["resolution"] == 64 and settings["top_k"] == 7
+    assert len(list((tmp_path / "b").glob("*.png"))) == N

@@ -117,3 +117,25 @@ def test_unresolvable_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(builtins, "__import__", no_modelscope)
     with pytest.raises(ModelNotFoundError, match="pip install 'rdevos\\[modelscope\\]'"):
         resolve_weights("damo/cv_rdevos_video-object-segmentation")
+
+
+def test_checkpoint_inference_defaults(tmp_path: Path, tiny_model: RDEVOS) -> None:
+    from rdevos import pipeline
+
+    p = save_checkpoint(tiny_model, tmp_path / "lite.pt", inference={"resolution": 96, "mem_every": 3})
+    loaded = load_model(p)
+    assert loaded.inference_defaults == {"resolution": 96, "mem_every": 3}
+    # pipeline: preset < the model's defaults < explicit arguments.
+    assert pipeline(model=p).config.resolution == 96
+    assert pipeline(model=p, preset="davis2017").config.mem_every == 3
+    assert pipeline(model=p, resolution=128).config.resolution == 128
+    assert pipeline(model=tiny_model).config.resolution == 480  # no defaults: the preset's
+    # saved again, the defaults travel with the model; bad entries are refused with the allowed keys.
+    assert load_model(save_checkpoint(loaded, tmp_path / "again.pt")).inference_defaults["resolution"] == 96
+    with pytest.raises(CheckpointError, match="allowed keys"):
+        save_checkpoint(tiny_model, tmp_path / "bad.pt", inference={"resolutoin": 96})
+    raw = torch.load(p, weights_only=True)
+    raw["inference"] = {"top_k": 0}
+    torch.save(raw, tmp_path / "bad2.pt")
+    with pytest.raises(CheckpointError, match="top_k"):
+        load_model(tmp_path / "bad2.pt")
