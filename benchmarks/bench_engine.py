@@ -8,6 +8,9 @@ Both use the official architecture (64 M parameters) with deterministic random w
 (from tests/reference/modelscope_ref.py, which fetches the reference from the modelscope wheel on PyPI).
 ``memory`` runs each (implementation, length) in a fresh subprocess and reports its peak RSS.
 Results are printed as JSON and as ratios against the reference measured in the same run.
+
+``rdevos bench --reference`` (rdevos/eval/bench.py) runs this file as ``bench_engine.py _bench_child CONFIG_JSON``,
+one fresh process per reference configuration: the package never imports this file or tests/reference/.
 """
 
 from __future__ import annotations
@@ -145,9 +148,44 @@ def memory(args: argparse.Namespace) -> dict:
     return {"short_side": args.short_side, "rows": rows}
 
 
+def _bench_child(spec: str) -> None:
+    """One reference configuration of ``rdevos bench --reference`` (a fresh process; prints the result line)."""
+    from rdevos.eval.bench import BenchConfig, BenchRow, MemoryProbe, bench_clip, emit, frame_order
+
+    c = BenchConfig.from_dict(json.loads(spec))
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    net = R.make_reference_net(c.seed)
+    with torch.no_grad():
+        if c.model is None:
+            net.mem_compress.compress_value.weight.mul_(0.3)  # as _nets(): bounded random-weight RDE values
+        else:
+            from rdevos.hub import load_model
+
+            net.load_state_dict(load_model(c.model, device="cpu", progress=False).state_dict())
+    frames, labels = bench_clip(c.resolution, c.objects)
+    order = frame_order(len(frames), c.length)
+    if c.warmup:
+        _run_reference(net, [frames[j] for j in order[:min(c.warmup, c.length)]], labels, c.top_k, c.mem_every)
+    probe = MemoryProbe()  # includes the normalised video tensor, which the reference needs whole
+    images, mask = torch.stack([R.normalise(frames[j]) for j in order]), R.onehot(labels)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        R.run_reference_core(net, images, mask, top_k=c.top_k, mem_every=c.mem_every)
+    secs, cpu_secs = time.perf_counter() - t0, time.process_time() - c0
+    h, w = labels.shape
+    emit(BenchRow(impl="reference", device="cpu", precision="fp32", resolution=c.resolution, length=c.length,
+                  objects=c.objects, height=h, width=w, seconds=secs, s_per_frame=secs / c.length,
+                  fps=c.length / secs, cpu_s_per_frame=cpu_secs / c.length, **probe.result(),
+                  threads=torch.get_num_threads(), pid=os.getpid()))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
         _memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_bench_child":
+        _bench_child(sys.argv[2])
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)

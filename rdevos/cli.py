@@ -305,6 +305,9 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--mem-every", type=int, default=None)
     p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (default: RANK/WORLD_SIZE)")
+    p.add_argument("--all-frames-root", type=Path, default=None,
+                   help="YouTube-VOS: every frame (valid_all_frames); default: found next to the split")
+    p.add_argument("--no-all-frames", action="store_true", help="YouTube-VOS: segment the required frames only")
     p.add_argument("--eval", action="store_true", help="score the predictions (DAVIS J&F) when all are done")
     p.add_argument("--zip", type=Path, help="write a submission zip when all sequences are done")
     p.add_argument("--no-progress", action="store_true")
@@ -317,6 +320,9 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
     from rdevos.eval.runners import Dataset, Method, find_layout, make_submission_zip, run_dataset
 
     ds = Dataset(args.dataset)
+    if args.eval and ds is Dataset.YOUTUBEVOS:
+        raise InputError("--eval needs full ground truth; YouTube-VOS validation masks are not public: submit the "
+                         "--zip to the evaluation server")
     if args.shard:
         try:
             rank, world = (int(x) for x in args.shard.split("/"))
@@ -338,6 +344,7 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
     config = _inference_config(args, ds.preset, args.precision, model)
     s = run_dataset(args.root, args.output, dataset=ds, split=args.split, model=model, method=args.method,
                     config=config, device=device, sequences=args.sequences, rank=rank, world_size=world,
+                    all_frames_root=args.all_frames_root, detect_all_frames=not args.no_all_frames,
                     progress=not args.no_progress)
     print(f"shard {rank}/{world}: {len(s.done)} sequences done, {len(s.skipped)} already finished, "
           f"{s.frames} frames at {s.fps:.2f} frames/s")
@@ -356,6 +363,56 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
         write_official_csvs(res, args.output, split=args.split)
         print(format_table(res))
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------- bench
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", parents=[_COMMON], help="frames/s and peak memory per resolution, video length, precision, device",
+        description="Measure speed and peak memory (RSS; CUDA max allocated on GPU) of the engine on the bundled "
+                    "sample clip, looped to each length. Every configuration runs in a fresh process, so peaks do "
+                    "not mix. Without --model: the official architecture with random weights (speed and memory do "
+                    "not depend on the weights). --reference also runs the ModelScope reference (CPU, fp32; only "
+                    "from a source checkout).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--resolutions", default="480", help="short sides in pixels, comma-separated")
+    p.add_argument("--lengths", default="25,100", help="video lengths in frames, comma-separated")
+    p.add_argument("--precision", default="fp32", help="comma-separated: fp32,bf16,fp16")
+    p.add_argument("--device", default="auto", help="comma-separated: auto,cpu,cuda,mps")
+    p.add_argument("--objects", type=int, default=2)
+    p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: random official weights)")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--mem-every", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up frames before each timed video")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, see OMP_NUM_THREADS)")
+    p.add_argument("--reference", action="store_true", help="also measure the reference implementation")
+    p.add_argument("--max-reference-length", type=int, default=400, help="longest video for the O(T) reference")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per configuration")
+    p.add_argument("-o", "--output", type=Path, help="write the results as JSON")
+    p.add_argument("--plot", type=Path, help="PNG of s/frame and peak memory against length (needs rdevos[bench])")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from rdevos.eval import bench
+
+    if args.plot:
+        bench.require_matplotlib()  # fail before minutes of measuring
+    report = bench.run_bench(
+        resolutions=bench.parse_int_list(args.resolutions, "--resolutions"),
+        lengths=bench.parse_int_list(args.lengths, "--lengths"),
+        precisions=[x.strip() for x in args.precision.split(",") if x.strip()],
+        devices=[x.strip() for x in args.device.split(",") if x.strip()], objects=args.objects, model=args.model,
+        reference=args.reference, top_k=args.top_k, mem_every=args.mem_every, warmup=args.warmup,
+        threads=args.threads, max_reference_length=args.max_reference_length, timeout=args.timeout,
+        progress=not args.no_progress)
+    print(bench.format_bench_table(report))
+    if args.output:
+        print(f"wrote {report.write_json(args.output)}")
+    if args.plot:
+        print(f"wrote {bench.plot_report(report, args.plot)}")
+    return EXIT_OK if all(r.error is None for r in report.rows) else EXIT_ERROR
 
 
 # ---------------------------------------------------------------------------------------------------- train
@@ -382,6 +439,81 @@ def _cmd_train(args: argparse.Namespace) -> int:
     path = run_training(config, resume=resume, progress=not args.no_progress, max_iterations=args.max_iterations)
     if int(os.environ.get("RANK", "0") or 0) == 0:
         print(path)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------- serve
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", parents=[_COMMON], help="web app: segment a video in the browser (needs rdevos[web])",
+        description="Start the web app (Gradio). Upload a video or frames, draw objects, run in the background, "
+                    "fix frames, download masks and an overlay video. Jobs and results live in --work-dir; a run "
+                    "goes on when the page is closed and a restarted server lists (and continues) earlier jobs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything else than this machine gets "
+                                                       "access without login")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--work-dir", type=Path, default=Path("rdevos-work"), help="folder for jobs, uploads and results")
+    p.add_argument("--model", help="default checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps")
+    p.add_argument("--resolution", default="480", help="default short side to resize to, or 'native'")
+    p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest upload accepted (MiB)")
+    p.add_argument("--max-frames", type=int, default=10000, help="most frames per video")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from rdevos.errors import InputError, RDEVOSError
+
+    if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("rdevos_web") is None:
+        raise RDEVOSError("the web app needs the optional 'web' extra: pip install 'rdevos[web]'")
+    from rdevos_web import ServeOptions, serve
+    from rdevos_web.jobs import RunSettings
+
+    if args.resolution != "native" and not (args.resolution.isdigit() and int(args.resolution) >= 16):
+        raise InputError(f"--resolution must be 'native' or a number >= 16, got {args.resolution!r}")
+    settings = RunSettings(model=args.model, device=args.device,
+                           resolution=None if args.resolution == "native" else int(args.resolution))
+    serve(ServeOptions(work_dir=args.work_dir, host=args.host, port=args.port, settings=settings,
+                       max_upload_mb=args.max_upload_mb, max_frames=args.max_frames, open_browser=args.open))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------- export
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", parents=[_COMMON], help="export the per-frame graphs to ONNX or TorchScript",
+        description="Write the key encoder, value encoder, segment (memory read + decoder) and compress (RDE "
+                    "update) graphs with dynamic frame size, and manifest.json with the settings and "
+                    "preprocessing. Run an ONNX export without torch: rdevos.export.OnnxEngine(OUT) "
+                    "(pip install 'rdevos[export]').",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    p.add_argument("--model", required=True, help="checkpoint, ModelScope dir/id, URL or name")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("--objects", default="dynamic", help="a fixed number of objects K, or 'dynamic'")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--preset", default="modelscope", choices=["modelscope", "davis2017", "davis2016", "youtubevos"],
+                   help="inference settings recorded in the manifest")
+    p.add_argument("--resolution", default=None, help="short side to resize to, or 'native' (default: preset)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--mem-every", type=int, default=None)
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from rdevos.export import export_model
+    from rdevos.hub import load_model
+
+    model = load_model(args.model, device="cpu")
+    config = _inference_config(args, args.preset, args.precision, model)
+    manifest = export_model(model, args.output, format=args.format, config=config, precision=args.precision,
+                            objects=args.objects, opset=args.opset)
+    print(f"wrote {args.format} export ({args.precision}, objects {args.objects}) to {manifest.parent}")
     return EXIT_OK
 
 
@@ -421,8 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     _add_eval(sub)
     _add_run_dataset(sub)
+    _add_export(sub)
     _add_train(sub)
+    _add_bench(sub)
     _add_models(sub)
+    _add_serve(sub)
     return parser
 
 

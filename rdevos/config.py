@@ -71,6 +71,9 @@ class ModelConfig:
         decoder_dims: output channels of the 1/16->1/8 and 1/8->1/4 upsampling blocks.
         cbam_reduction: channel reduction of the CBAM gate in the value fuser.
         single_object: stage-0 value encoder (RGB + mask, no "others" channel, no memory compressor).
+        rde_norm: rescale every new RDE key and value vector to the mean L2 norm of its two inputs at that position
+            (parameter-free). Keeps the recursive fold bounded for models trained from scratch, whose SAM otherwise
+            grows the key norm ~1000x per fold; off in the official architecture (no effect on its weights or keys).
     """
 
     key_block: str = "bottleneck"
@@ -83,6 +86,7 @@ class ModelConfig:
     decoder_dims: tuple[int, int] = (256, 256)
     cbam_reduction: int = 16
     single_object: bool = False
+    rde_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("key_layers", "value_layers", "decoder_dims"):

@@ -4,6 +4,11 @@ One runner for every dataset family; the family only picks the folder layout, wh
 inference preset. Each sequence is written to ``OUT/.partial-<seq>/`` and renamed to ``OUT/<seq>/`` when complete,
 so an interrupted run resumes by skipping finished sequences. Shards (``rank``/``world_size``, e.g. from torchrun)
 take the sequences ``sorted(seqs)[rank::world_size]`` and write into the same output folder.
+
+YouTube-VOS follows the official protocol of STCN/XMem: frames are read from the "all frames" release
+(``valid_all_frames/JPEGImages``) when it is there, for better propagation, but only the required frames (those in
+``valid/JPEGImages``, every 5th) are written. Each object is annotated on the frame where it first appears
+(``valid/meta.json``, else the first annotation PNG holding its label) and tracked from there on.
 """
 
 from __future__ import annotations
@@ -53,24 +58,47 @@ class Method(str, enum.Enum):
 
 @dataclass(frozen=True)
 class DatasetLayout:
-    images: Path
+    images: Path  #: frames; for YouTube-VOS the required frames (``<split>/JPEGImages``)
     annotations: Path
     sequences: list[str]
+    all_frames: Path | None = None  #: YouTube-VOS: ``JPEGImages`` of every frame, read instead of ``images``
+    meta: Path | None = None  #: YouTube-VOS: ``<split>/meta.json`` (objects and the frames they appear on)
 
 
 def _first_existing(*paths: Path) -> Path | None:
     return next((p for p in paths if p.is_dir()), None)
 
 
-def find_layout(root: str | os.PathLike[str], dataset: Dataset | str, split: str = "val") -> DatasetLayout:
+def _all_frames_dir(r: Path, base: Path, split: str, explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The ``JPEGImages`` folder of YouTube-VOS's all-frames release: given, or next to the split."""
+    if explicit is not None:
+        e = Path(explicit)
+        found = _first_existing(e / "JPEGImages", e)
+        if found is None:
+            raise InputError(f"all-frames folder {e} does not exist (expected {e}/JPEGImages/<video>/ or "
+                             f"{e}/<video>/)")
+        return found
+    cands = [r / "all_frames" / f"{split}_all_frames", r / f"{split}_all_frames",
+             base.parent / f"{base.name}_all_frames", base.parent / "all_frames" / f"{base.name}_all_frames"]
+    return _first_existing(*(c / "JPEGImages" for c in cands))
+
+
+def find_layout(root: str | os.PathLike[str], dataset: Dataset | str, split: str = "val", *,
+                all_frames_root: str | os.PathLike[str] | None = None, detect_all_frames: bool = True
+                ) -> DatasetLayout:
     """Locate frames, annotations and the sequence list of a dataset folder.
 
     DAVIS: ``JPEGImages[/480p]/<seq>``, ``Annotations[/480p]/<seq>``, list from ``ImageSets/2017/<split>.txt``,
     ``ImageSets/2016/<split>.txt`` or ``<split>.txt`` if present, else every annotated sequence.
-    YouTube-VOS: ``<root>[/<split>]/JPEGImages/<vid>`` and ``Annotations/<vid>``. Generic: like DAVIS without lists.
+    YouTube-VOS: ``<root>[/<split>]/JPEGImages/<vid>`` and ``Annotations/<vid>``, optional ``meta.json`` beside
+    them; the all-frames release is ``all_frames_root`` or, if ``detect_all_frames``, the first existing of
+    ``<root>/all_frames/<split>_all_frames``, ``<root>/<split>_all_frames`` (also next to ``root`` when ``root`` is
+    the split folder itself). Generic: like DAVIS without lists.
     """
     r = Path(root)
     ds = Dataset(dataset)
+    if all_frames_root is not None and ds is not Dataset.YOUTUBEVOS:
+        raise InputError(f"an all-frames folder is a YouTube-VOS notion; dataset {ds.value} reads JPEGImages only")
     base = r / split if ds is Dataset.YOUTUBEVOS and (r / split / "JPEGImages").is_dir() else r
     images = _first_existing(base / "JPEGImages" / "480p", base / "JPEGImages")
     ann = _first_existing(base / "Annotations" / "480p", base / "Annotations")
@@ -89,32 +117,72 @@ def find_layout(root: str | os.PathLike[str], dataset: Dataset | str, split: str
     missing = [s for s in seqs if not (images / s).is_dir() or not (ann / s).is_dir()]
     if missing:
         raise InputError(f"{len(missing)} sequence(s) lack frames or annotations under {r}: {missing[:5]}")
-    return DatasetLayout(images, ann, seqs)
+    if ds is not Dataset.YOUTUBEVOS:
+        return DatasetLayout(images, ann, seqs)
+    every = _all_frames_dir(r, base, split, all_frames_root) if (all_frames_root or detect_all_frames) else None
+    if every is not None:
+        missing = [s for s in seqs if not (every / s).is_dir()]
+        if missing:
+            raise InputError(f"{len(missing)} video(s) missing from the all-frames folder {every}: {missing[:5]}")
+    meta = base / "meta.json"
+    return DatasetLayout(images, ann, seqs, every, meta if meta.is_file() else None)
 
 
 @dataclass
 class RunSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    frames: int = 0
+    frames: int = 0  #: frames processed (YouTube-VOS with all frames: more than written)
     seconds: float = 0.0
+    written: int = 0  #: masks written
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
 
-def _annotations(layout: DatasetLayout, seq: str, src: FolderSource, ds: Dataset
-                 ) -> tuple[dict[int, np.ndarray], list[int] | None]:
-    """Annotated frame index -> label map; plus the palette."""
+def _load_meta(path: Path) -> dict[str, dict[int, list[str]]]:
+    """YouTube-VOS ``meta.json`` -> video -> object id -> the frames listed for it (from its first appearance)."""
+    try:
+        videos = json.loads(path.read_text())["videos"]
+        return {str(vid): {int(k): [str(f) for f in o["frames"]] for k, o in v["objects"].items()}
+                for vid, v in videos.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"{path} is not a YouTube-VOS meta.json (expected {{'videos': {{VIDEO: {{'objects': "
+                         f"{{ID: {{'frames': [NAME, ...]}}}}}}}}}}): {type(e).__name__}: {e}") from None
+
+
+def _annotations(layout: DatasetLayout, seq: str, src: FolderSource, ds: Dataset,
+                 meta: dict[int, list[str]] | None = None) -> tuple[dict[int, np.ndarray], list[int] | None]:
+    """Annotated frame index -> label map of the objects given on that frame; plus the palette.
+
+    DAVIS: the first frame's mask. YouTube-VOS: each object only on the frame it first appears, which is the first
+    of its frames in ``meta`` (meta.json) or else the first annotation PNG holding its label; the label map of a
+    frame holds only the objects that start there (a later PNG cannot overwrite tracked objects).
+    """
     names = {n: i for i, n in enumerate(src.names)}
     files = sorted((layout.annotations / seq).glob("*.png"))
     if not files:
         raise InputError(f"sequence {seq}: no annotation PNG in {layout.annotations / seq}")
     if ds in (Dataset.DAVIS2016, Dataset.DAVIS2017):
         files = [f for f in files if f.stem == src.names[0]] or files[:1]  # semi-supervised: first frame only
+    starts: dict[str, list[int]] | None = None  # frame name -> objects first appearing there (from meta.json)
+    if meta is not None:
+        starts = {}
+        for oid, frames in sorted(meta.items()):
+            known = [f for f in frames if f in names]
+            if not known:
+                raise InputError(f"meta.json: object {oid} of video {seq} is listed on frames {frames[:3]}, none of "
+                                 "which is a frame of the video")
+            starts.setdefault(min(known, key=names.__getitem__), []).append(oid)
+        files = [layout.annotations / seq / f"{n}.png" for n in sorted(starts, key=names.__getitem__)]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise InputError(f"meta.json: objects of video {seq} first appear on frames without an annotation "
+                             f"PNG in {layout.annotations / seq}: {absent[:5]}")
     out: dict[int, np.ndarray] = {}
     palette = None
+    seen: set[int] = set()
     for f in files:
         if f.stem not in names:
             raise InputError(f"annotation {f} matches no frame of sequence {seq}")
@@ -124,6 +192,18 @@ def _annotations(layout: DatasetLayout, seq: str, src: FolderSource, ds: Dataset
             labels = (labels > 0).astype(np.uint8)  # DAVIS-2016 is single-object: binarise as the official code
         elif ds is Dataset.DAVIS2017:
             labels = np.where(labels == 255, 0, labels).astype(np.uint8)
+        elif ds is Dataset.YOUTUBEVOS:
+            present = {int(v) for v in np.unique(labels) if v != 0}
+            if starts is not None:
+                ids = starts[f.stem]
+                missing = [i for i in ids if i not in present]
+                if missing:
+                    raise InputError(f"{f}: meta.json says object(s) {missing} first appear on this frame, but the "
+                                     f"mask holds only {sorted(present)}")
+            else:
+                ids = sorted(present - seen)
+            seen.update(ids)
+            labels = np.where(np.isin(labels, ids), labels, 0).astype(np.uint8)
         if labels.any():
             out[names[f.stem]] = labels
         palette = palette or lm.palette
@@ -163,6 +243,7 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
                 split: str = "val", model: object | None = None, method: Method | str = Method.MODEL,
                 config: InferenceConfig | None = None, device: object = None,
                 sequences: Sequence[str] | None = None, rank: int = 0, world_size: int = 1,
+                all_frames_root: str | os.PathLike[str] | None = None, detect_all_frames: bool = True,
                 progress: bool = True) -> RunSummary:
     """Segment a dataset into ``out/<seq>/<frame>.png`` (palette PNGs), resumable and shardable.
 
@@ -170,17 +251,20 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
         root: dataset folder (see :func:`find_layout`).
         out: output folder; finished sequences in it are skipped.
         dataset: ``davis2016`` (binarised, first-frame mask), ``davis2017`` (first-frame mask), ``youtubevos``
-            (every annotation file; objects may enter later; relative memory schedule) or ``generic``.
+            (each object from the frame it first appears on, per meta.json or its first annotation; relative memory
+            schedule; all frames read, required frames written) or ``generic`` (every annotation file).
         model: an :class:`~rdevos.model.network.RDEVOS` (required for ``method='model'``).
         method: ``model``, ``copy-first-mask`` or ``flow``.
         config: inference settings (default: the dataset's preset).
         sequences: subset to run (default: the split's list).
         rank, world_size: shard of the sequence list this process runs.
+        all_frames_root: YouTube-VOS all-frames release (``.../valid_all_frames``); default: found next to the
+            split if ``detect_all_frames``, else the required frames alone are segmented.
     """
     from tqdm.auto import tqdm
 
     ds, meth = Dataset(dataset), Method(method)
-    layout = find_layout(root, ds, split)
+    layout = find_layout(root, ds, split, all_frames_root=all_frames_root, detect_all_frames=detect_all_frames)
     seqs = sorted(sequences if sequences is not None else layout.sequences)
     unknown = sorted(set(seqs) - set(layout.sequences)) if sequences is not None else []
     if unknown:
@@ -190,6 +274,10 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
     seqs = seqs[rank::world_size]
     if meth is Method.MODEL and model is None:
         raise InputError("method 'model' needs a model")
+    metas = _load_meta(layout.meta) if layout.meta is not None else {}
+    if layout.all_frames is not None:
+        logger.info("YouTube-VOS: reading every frame from %s, writing the frames of %s", layout.all_frames,
+                    layout.images)
     config = config or InferenceConfig.preset(ds.preset)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,11 +289,23 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
             continue
         partial = out_dir / f".partial-{seq}"
         shutil.rmtree(partial, ignore_errors=True)
-        src = FolderSource(layout.images / seq)
-        ann, palette = _annotations(layout, seq, src, ds)
+        src = FolderSource((layout.all_frames or layout.images) / seq)
+        required: set[str] | None = None  # YouTube-VOS: the frames the submission needs; None: every frame
+        if ds is Dataset.YOUTUBEVOS:
+            required = set(FolderSource(layout.images / seq).names) if layout.all_frames else set(src.names)
+            extra = sorted(required - set(src.names))
+            if extra:
+                raise InputError(f"video {seq}: {len(extra)} required frame(s) of {layout.images / seq} are missing "
+                                 f"from the all-frames folder {layout.all_frames}: {extra[:5]}")
+        meta = metas.get(seq)
+        if layout.meta is not None and meta is None:
+            logger.warning("video %s is not in %s: objects start on the first annotation holding them", seq,
+                           layout.meta)
+        ann, palette = _annotations(layout, seq, src, ds, meta)
         palette = palette or list(DAVIS_PALETTE)
         t0 = time.perf_counter()
         n = 0
+        written: set[str] = set()
         if meth is Method.MODEL:
             from rdevos.inference.session import VideoSession
 
@@ -216,17 +316,29 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
         else:
             frames = _baseline_frames(meth, src, ann)
         for _, name, labels in frames:
-            write_mask(partial / f"{name}.png", labels, palette)
             n += 1
+            if required is None or name in required:
+                write_mask(partial / f"{name}.png", labels, palette)
+                written.add(name)
+        if required is not None:
+            # Required frames before the first annotation have nothing to track, but a submission needs every one.
+            blank = np.zeros(src.size, np.uint8)
+            for name in sorted(required - written):
+                write_mask(partial / f"{name}.png", blank, palette)
+                written.add(name)
         dt = time.perf_counter() - t0
         os.replace(partial, final)
         summary.done.append(seq)
         summary.frames += n
+        summary.written += len(written)
         summary.seconds += dt
-        logger.info("%s: %d frames in %.1f s (%.2f frames/s)", seq, n, dt, n / max(dt, 1e-9))
+        logger.info("%s: %d frames in %.1f s (%.2f frames/s), %d masks written", seq, n, dt, n / max(dt, 1e-9),
+                    len(written))
     (out_dir / f"run_summary.rank{rank}.json").write_text(json.dumps(
         {"dataset": ds.value, "method": meth.value, "config": config.to_dict(), "done": summary.done,
-         "skipped": summary.skipped, "frames": summary.frames, "seconds": round(summary.seconds, 2),
+         "skipped": summary.skipped, "frames": summary.frames, "written": summary.written,
+         "all_frames": str(layout.all_frames) if layout.all_frames else None,
+         "seconds": round(summary.seconds, 2),
          "fps": round(summary.fps, 3)}, indent=2))
     return summary
 

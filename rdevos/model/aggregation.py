@@ -83,11 +83,23 @@ class SpatioTemporalAggregation(nn.Module):
         return self.conv1(x) + x
 
 
-class MemoryCompressor(nn.Module):
-    """Folds a (previous RDE, new memory frame) pair into a new RDE, for keys and per-object values."""
+def match_norm(new: torch.Tensor, pair: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Rescale ``new`` (..., C, 1, h, w) so each C-vector has the mean L2 norm of the two in ``pair`` (..., C, 2, h, w)."""
+    target = pair.float().norm(dim=-4, keepdim=True).mean(dim=-3, keepdim=True)
+    current = new.float().norm(dim=-4, keepdim=True).clamp_min(eps)
+    return new * (target / current).to(new.dtype)
 
-    def __init__(self, key_dim: int = 64, value_dim: int = 512) -> None:
+
+class MemoryCompressor(nn.Module):
+    """Folds a (previous RDE, new memory frame) pair into a new RDE, for keys and per-object values.
+
+    Args:
+        norm_match: rescale the outputs with :func:`match_norm` (``ModelConfig.rde_norm``; parameter-free).
+    """
+
+    def __init__(self, key_dim: int = 64, value_dim: int = 512, *, norm_match: bool = False) -> None:
         super().__init__()
+        self.norm_match = norm_match
         self.key_encoder = SpatioTemporalAggregation(key_dim)
         self.value_encoder = SpatioTemporalAggregation(value_dim)
         self.compress_key = nn.Conv3d(key_dim, key_dim, (2, 3, 3), padding=(0, 1, 1))
@@ -107,5 +119,8 @@ class MemoryCompressor(nn.Module):
                              f"value {tuple(value.shape)}")
         b, k = value.shape[:2]
         new_key = self.compress_key(self.key_encoder(key))
-        new_value = self.compress_value(self.value_encoder(value.flatten(0, 1)))
-        return new_key, new_value.reshape(b, k, *new_value.shape[1:])
+        new_value = self.compress_value(self.value_encoder(value.flatten(0, 1))).reshape(b, k, -1, 1,
+                                                                                          *value.shape[-2:])
+        if self.norm_match:
+            new_key, new_value = match_norm(new_key, key), match_norm(new_value, value)
+        return new_key, new_value

@@ -77,7 +77,7 @@ class RDEVOS(nn.Module):
         self.key_comp = nn.Conv2d(c16, config.value_dim, 3, padding=1)
         self.decoder = Decoder(config.value_dim, c8, c4, config.decoder_dims)
         if not config.single_object:
-            self.mem_compress = MemoryCompressor(config.key_dim, config.value_dim)
+            self.mem_compress = MemoryCompressor(config.key_dim, config.value_dim, norm_match=config.rde_norm)
 
     def encode_key(self, image: torch.Tensor) -> KeyFeatures:
         """Args: image (B, 3, H, W) normalised, H and W multiples of 16. Returns: :class:`KeyFeatures`."""

@@ -193,6 +193,8 @@ class StageConfig:
         grad_clip: clip the gradient norm to this value (None: off, as the reference).
         load: weights to start this stage from (official/ModelScope/rdevos checkpoint); default: the previous
             stage's result (or ``TrainConfig.init`` for the first stage).
+        stop_after: end the stage after this many iterations while the LR, max_skip and bootstrap schedules still
+            span ``iterations`` (a budgeted prefix of a longer schedule); None: run all ``iterations``.
     """
 
     name: str = "stage"
@@ -226,6 +228,7 @@ class StageConfig:
     perturb_iou: tuple[float, float] = (0.85, 1.0)
     grad_clip: float | None = None
     load: str | None = None
+    stop_after: int | None = None
 
     def __post_init__(self) -> None:
         for k in ("lr_steps", "max_skip", "skip_milestones", "crop_scale", "perturb_iou"):
@@ -259,6 +262,13 @@ class StageConfig:
             raise InputError(f"{where}: perturb_iou must satisfy 0 < lo <= hi <= 1")
         if not self.sources:
             raise InputError(f"{where}: no data sources")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.iterations:
+            raise InputError(f"{where}: stop_after must be in 1..iterations ({self.iterations}), got {self.stop_after}")
+
+    @property
+    def end(self) -> int:
+        """The iteration this stage ends at (``stop_after`` or ``iterations``)."""
+        return self.stop_after if self.stop_after is not None else self.iterations
 
     def max_skip_at(self, it: int) -> int:
         """The max_skip of the curriculum at iteration ``it`` of this stage."""

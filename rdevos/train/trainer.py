@@ -644,9 +644,12 @@ class Trainer:
         if self.is_main:
             logger.info("resuming from %s (stage %s, iteration %d)", path, state["stage"], it)
         self.metrics = dict(state.get("metrics") or self.metrics)
-        if it >= self.config.stages[si].iterations:
+        stage = self.config.stages[si]
+        if it >= stage.end and (self.output_dir / f"{stage.name}.pth").is_file():
             # That stage is finished: its weights are in <stage>.pth; go on with the next one.
             return si + 1, 0, None
+        # (A checkpoint exactly at the stage end without <stage>.pth, e.g. stop_after set later: the loop runs no
+        # iteration and the stage is finished from the checkpoint.)
         return si, it, state
 
     # ----------------------------------------------------------------- validation
@@ -750,7 +753,7 @@ class Trainer:
         if self.is_main:
             n_params = sum(p.numel() for p in net.parameters())
             logger.info("stage %s: %d iterations from %d, batch %d x %d process(es), %s, %s on %s, %.2f M params",
-                        stage.name, stage.iterations, start, stage.batch_size, self.info.world_size,
+                        stage.name, stage.end, start, stage.batch_size, self.info.world_size,
                         "single-object" if stage.single_object else "multi-object", self.precision.value,
                         self.device, n_params / 1e6)
         stage_metrics = self.metrics["stages"].setdefault(stage.name, {})
@@ -759,14 +762,14 @@ class Trainer:
         if self.progress and self.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=stage.iterations, initial=start, desc=stage.name, dynamic_ncols=True, unit="it")
+            bar = tqdm(total=stage.end, initial=start, desc=stage.name, dynamic_ncols=True, unit="it")
         sums: dict[str, float] = defaultdict(float)
         n_sum, t_data, t_start = 0, 0.0, time.perf_counter()
         clips_done = 0
         model.train()
         it = start
         try:
-            while it < stage.iterations:
+            while it < stage.end:
                 t0 = time.perf_counter()
                 batch = self._batch_to_device(next(data_iter))
                 t_data += time.perf_counter() - t0
@@ -792,16 +795,16 @@ class Trainer:
                 n_sum += 1
                 if bar is not None:
                     bar.update(1)
-                if it % cfg.log_every == 0 or it == stage.iterations:
+                if it % cfg.log_every == 0 or it == stage.end:
                     self._log_scalars(stage, it, sums, n_sum, weights, opt, t_data, t_start, clips_done, bar)
                     if self.is_main and cfg.image_every and it % cfg.image_every == 0 and self._log:
                         self._log.images(stage.name, it, _image_grid(batch, out["masks"]))
                     sums.clear()
                     n_sum = 0
                 del out, loss, batch
-                if it % cfg.checkpoint_every == 0 or it == stage.iterations:
+                if it % cfg.checkpoint_every == 0 or it == stage.end:
                     self._save_resumable(si, it, net, opt, sched, scaler)
-                if cfg.val_every and it % cfg.val_every == 0 and it < stage.iterations:
+                if cfg.val_every and it % cfg.val_every == 0 and it < stage.end:
                     tv = time.perf_counter()
                     self._validate(net, stage, it)
                     t_start += time.perf_counter() - tv  # throughput numbers exclude validation
@@ -809,7 +812,7 @@ class Trainer:
                     budget[0] -= 1
                 stop = self._interrupt.requested or (budget[0] is not None and budget[0] <= 0)
                 stop = bool(broadcast_object(stop))
-                if stop and it < stage.iterations:
+                if stop and it < stage.end:
                     path = self._save_resumable(si, it, net, opt, sched, scaler) if it % cfg.checkpoint_every else \
                         self._ckpt_path(si, it)
                     self.stopped_early = True
@@ -822,7 +825,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
         elapsed = time.perf_counter() - t_start
-        stage_metrics.update({"iterations": stage.iterations, "training_seconds_this_run": elapsed,
+        stage_metrics.update({"iterations": stage.end, "training_seconds_this_run": elapsed,
                               "clips_per_second": clips_done / max(elapsed, 1e-9)})
         result = self._validate(net, stage, it)
         final = self.output_dir / f"{stage.name}.pth"

@@ -108,3 +108,34 @@ def test_fast_readout_equals_dense_reference_path() -> None:
     # The public read (RDEVOS.read_memory) shares the engine's path and layout conversions.
     public = read_memory(mk, mv, qk.reshape(1, 16, 5, 7), 7).reshape(1, 24, 35)
     torch.testing.assert_close(public, dense)
+
+
+def test_rde_norm_bounds_the_recursive_fold() -> None:
+    import dataclasses
+
+    from tests.conftest import TINY
+
+    torch.manual_seed(0)
+    plain = RDEVOS(TINY).eval()
+    normed = RDEVOS(dataclasses.replace(TINY, rde_norm=True)).eval()
+    assert plain.state_dict().keys() == normed.state_dict().keys()  # parameter-free: same checkpoint layout
+    normed.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        for p in plain.mem_compress.parameters():  # a SAM that grows its inputs, as a from-scratch one does
+            p.mul_(3.0)
+    normed.load_state_dict(plain.state_dict())
+    key = torch.randn(1, TINY.key_dim, 1, 6, 7)
+    value = torch.randn(1, 2, TINY.value_dim, 1, 6, 7)
+    frames = [(torch.randn_like(key), torch.randn_like(value)) for _ in range(12)]
+    with torch.no_grad():
+        k1, v1 = key, value
+        k2, v2 = key, value
+        for fk, fv in frames:
+            pk, pv = torch.cat([k1, fk], 2), torch.cat([v1, fv], 3)
+            k1, v1 = normed.compress_memory(pk, pv)
+            # each output vector has the mean norm of its two inputs at that position
+            torch.testing.assert_close(k1.norm(dim=1), pk.norm(dim=1).mean(1, keepdim=True), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(v1.norm(dim=2), pv.norm(dim=2).mean(2, keepdim=True), rtol=1e-4, atol=1e-5)
+            k2, v2 = plain.compress_memory(torch.cat([k2, fk], 2), torch.cat([v2, fv], 3))
+    assert torch.isfinite(k1).all() and k1.norm(dim=1).max() < 3 * fk.norm(dim=1).max()
+    assert not torch.isfinite(k2).all() or k2.norm(dim=1).max() > 100 * k1.norm(dim=1).max()  # plain one blows up

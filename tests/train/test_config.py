@@ -36,11 +36,15 @@ def test_paper_presets_are_the_official_recipe() -> None:
 
 def test_dotted_overrides() -> None:
     cfg = TrainConfig.from_yaml(REPO / "configs" / "lite-davis.yaml",
-                                ["stages.0.iterations=100", "precision=fp32", "val_sequences=[boat,hike]",
+                                ["stages.0.iterations=100", "stages.0.stop_after=60", "precision=fp32",
+                                 "val_sequences=[boat,hike]",
                                  "stages.0.sources.0.cache=false", "model.key_width=16", "val_every=0"])
     assert cfg.stages[0].iterations == 100 and cfg.precision is TrainPrecision.FP32
     assert cfg.val_sequences == ("boat", "hike") and not cfg.stages[0].sources[0].cache
     assert cfg.model.key_width == 16 and cfg.val_every == 0
+    assert cfg.stages[0].end == 60 and cfg.stages[1].end == cfg.stages[1].iterations
+    with pytest.raises(InputError, match="stop_after"):
+        TrainConfig.from_yaml(REPO / "configs" / "lite-davis.yaml", ["stages.0.iterations=100"])
     with pytest.raises(InputError, match="unknown field"):
         TrainConfig.from_yaml(REPO / "configs" / "lite-davis.yaml", ["stages.0.iterationz=3"])
     with pytest.raises(InputError, match="index"):

@@ -1,0 +1,130 @@
+"""ONNX export of the per-frame graphs (see :mod:`rdevos.export.graphs`) with dynamic frame size.
+
+Uses torch's TorchScript-based exporter (``dynamo=False``): it exports these graphs in about a second, handles
+``dynamic_axes`` for H/W/K/N directly and keeps ``top_k`` a graph input (ONNX ``TopK`` with a K input). torch >= 2.9
+marks that exporter deprecated; when it is removed, the ``torch.export`` path (which needs ``onnxscript``) has to
+take over here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rdevos.config import InferenceConfig
+from rdevos.errors import InputError
+from rdevos.export.graphs import (check_export_args, default_config, example_inputs, export_parts, graph_specs,
+                                  prepare_out_dir, write_manifest)
+from rdevos.export import runtime
+from rdevos.export.runtime import INSTALL_HINT, MissingDependencyError, import_onnxruntime
+from rdevos.model.network import RDEVOS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["export_onnx", "DEFAULT_OPSET", "MIN_OPSET", "RUNTIME_FILE"]
+
+#: Opset written by default (TopK with a dynamic K input needs >= 11 in torch's exporter; 17 is widely supported).
+DEFAULT_OPSET = 17
+MIN_OPSET = 11
+#: Copy of :mod:`rdevos.export.runtime` written next to the graphs: ``from rdevos_runtime import OnnxEngine`` works
+#: in an environment with numpy and onnxruntime only (``pip install rdevos`` itself pulls in torch).
+RUNTIME_FILE = "rdevos_runtime.py"
+
+
+def _export_kwargs() -> dict[str, Any]:
+    # torch < 2.5 has no ``dynamo`` argument (and only the TorchScript-based exporter).
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
+@torch.no_grad()
+def _verify(path: Path, inputs: tuple[torch.Tensor, ...], names: list[str], expected: tuple[torch.Tensor, ...]
+            ) -> float:
+    """Max relative difference of onnxruntime's outputs to PyTorch's on the example inputs."""
+    ort = import_onnxruntime()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+    worst = 0.0
+    for a, b in zip(got, expected):
+        b = b.float().numpy()
+        worst = max(worst, float(np.abs(a.astype(np.float32) - b).max() / max(1.0, np.abs(b).max())))
+    return worst
+
+
+def export_onnx(model: RDEVOS, out_dir: str | Path, *, config: InferenceConfig | None = None,
+                precision: str = "fp32", objects: int | str | None = None, opset: int | None = None,
+                verify: bool = True) -> Path:
+    """Export the key encoder, value encoder, segment (memory read + decoder) and compress graphs as ONNX.
+
+    Args:
+        model: the network (left unchanged; a CPU copy is exported).
+        out_dir: folder for ``<graph>.onnx``, ``manifest.json`` and :data:`RUNTIME_FILE` (created; existing files
+            are replaced).
+        config: inference settings recorded in the manifest; default: the model's own inference defaults.
+        precision: ``fp32`` or ``fp16`` (fp16 weights, features and memory; affinity/softmax and the
+            probabilities stay fp32).
+        objects: fixed object count, or ``None``/``"dynamic"`` for any number of objects.
+        opset: ONNX opset (default :data:`DEFAULT_OPSET`, at least :data:`MIN_OPSET`).
+        verify: if onnxruntime is installed, run every graph on the example inputs and record the max relative
+            difference to PyTorch in the manifest.
+    Returns:
+        Path of the written ``manifest.json``.
+    Raises:
+        MissingDependencyError: the onnx package is not installed.
+        InputError: bad precision, object count or opset.
+    """
+    prec, k = check_export_args(precision, objects)
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it to serialise the graphs)
+    except ImportError as e:
+        raise MissingDependencyError(f"ONNX export needs the onnx package ({e}); install it with {INSTALL_HINT}"
+                                     ) from e
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if opset < MIN_OPSET:
+        raise InputError(f"opset {opset} is too old: the graphs need TopK with a dynamic K (opset >= {MIN_OPSET})")
+    config = default_config(model, config)
+    out = prepare_out_dir(out_dir)
+    specs = graph_specs(model.config, precision=prec, objects=k)
+    parts = export_parts(model, prec)
+    ex = example_inputs(parts, specs, top_k=config.top_k, objects=k)
+    files: dict[str, str] = {}
+    verification: dict[str, float] = {}
+    for name, part in parts.items():
+        spec = specs[name]
+        path = out / f"{name}.onnx"
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter's deprecation notice and tracer warnings about Python-side shape
+            # checks (the checks hold for every traced shape) are noise for users of the CLI.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(part, ex[name], str(path), opset_version=opset, do_constant_folding=True,
+                              input_names=[t.name for t in spec.inputs],
+                              output_names=[t.name for t in spec.outputs],
+                              dynamic_axes=spec.dynamic_axes(), **_export_kwargs())
+        files[name] = path.name
+        logger.info("exported %s (%.1f MB) in %.1f s", path, path.stat().st_size / 1e6, time.perf_counter() - t0)
+        if verify:
+            try:
+                with torch.no_grad():
+                    expected = part(*ex[name])
+                expected = expected if isinstance(expected, tuple) else (expected,)
+                verification[name] = _verify(path, ex[name], [t.name for t in spec.inputs], expected)
+                logger.info("%s: onnxruntime vs PyTorch max relative difference %.2e", name, verification[name])
+            except MissingDependencyError:
+                logger.info("onnxruntime not installed: skipping the check of the exported graphs")
+                verify = False
+    shutil.copyfile(runtime.__file__, out / RUNTIME_FILE)
+    manifest = write_manifest(out, backend="onnx", model=model, config=config, precision=prec, objects=k,
+                              specs=specs, files=files, opset=opset, verification=verification,
+                              extra={"runtime": RUNTIME_FILE})
+    logger.info("wrote %s", manifest)
+    return manifest

@@ -1,0 +1,91 @@
+"""TorchScript export of the per-frame graphs (``torch.jit.trace`` per part) and an engine that runs them.
+
+Each part is traced once on a small example frame. Shapes are recorded as size ops, so the traced graphs accept any
+padded frame size (and any object count with ``objects=None``); ``top_k`` stays an input because the top-k call is
+a scripted function. Limits:
+
+- a trace keeps the operations of the example run only; the parts have no data-dependent Python control flow, so
+  nothing is lost, but a traced graph is not a general ``torch.jit.script`` of the network;
+- torch >= 2.10 marks TorchScript (``jit.trace``/``save``/``load``) deprecated; the files still load in this torch
+  and in LibTorch (C++), which is the reason to use this format; torch-free deployment is the ONNX export's job;
+- fp16 traces are slow on CPU (no fast fp16 kernels); use them on CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rdevos.config import InferenceConfig
+from rdevos.export.graphs import (check_export_args, default_config, example_inputs, export_parts, graph_specs,
+                                  prepare_out_dir, write_manifest)
+from rdevos.export.runtime import ExportedEngine, load_manifest
+from rdevos.model.network import RDEVOS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["export_torchscript", "TorchScriptEngine"]
+
+
+def export_torchscript(model: RDEVOS, out_dir: str | Path, *, config: InferenceConfig | None = None,
+                       precision: str = "fp32", objects: int | str | None = None) -> Path:
+    """Trace the four per-frame parts to ``<graph>.pt`` (``torch.jit.save``) and write ``manifest.json``.
+
+    Arguments as :func:`rdevos.export.onnx.export_onnx`. Returns the manifest path.
+    """
+    prec, k = check_export_args(precision, objects)
+    config = default_config(model, config)
+    out = prepare_out_dir(out_dir)
+    specs = graph_specs(model.config, precision=prec, objects=k)
+    parts = export_parts(model, prec)
+    ex = example_inputs(parts, specs, top_k=config.top_k, objects=k)
+    files: dict[str, str] = {}
+    for name, part in parts.items():
+        t0 = time.perf_counter()
+        path = out / f"{name}.pt"
+        with warnings.catch_warnings(), torch.no_grad():
+            # torch >= 2.10 marks TorchScript deprecated; the format still loads in LibTorch, which is its point.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(part, ex[name], check_trace=False)
+            torch.jit.save(traced, str(path))
+        files[name] = path.name
+        logger.info("traced %s in %.1f s", path, time.perf_counter() - t0)
+    manifest = write_manifest(out, backend="torchscript", model=model, config=config, precision=prec, objects=k,
+                              specs=specs, files=files)
+    logger.info("wrote %s", manifest)
+    return manifest
+
+
+class TorchScriptEngine(ExportedEngine):
+    """Segment a video with a TorchScript export: the same streaming loop as :class:`OnnxEngine`.
+
+    Args:
+        path: the export folder (or its ``manifest.json``).
+        top_k, mem_every: override the manifest's settings.
+        device: where the traced graphs run.
+    """
+
+    def __init__(self, path: str | Path, *, top_k: int | None = None, mem_every: int | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        manifest, folder = load_manifest(path, backend="torchscript")
+        dev = torch.device(device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.modules = {name: torch.jit.load(str(folder / g["file"]), map_location=dev).eval()
+                            for name, g in manifest["graphs"].items()}
+        order = {name: [t["name"] for t in g["inputs"]] for name, g in manifest["graphs"].items()}
+
+        @torch.inference_mode()
+        def run(graph: str, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            out = self.modules[graph](*[torch.from_numpy(feeds[n]).to(dev) for n in order[graph]])
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            return [o.cpu().numpy() for o in outs]
+
+        super().__init__(manifest, run, top_k=top_k, mem_every=mem_every)

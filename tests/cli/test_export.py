@@ -1,0 +1,44 @@
+"""`rdevos export`: writes the graphs and the manifest; bad arguments are usage errors or clear messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rdevos.cli import main
+from rdevos.hub import save_checkpoint
+from rdevos.model.network import RDEVOS
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path, tiny_model: RDEVOS) -> Path:
+    return save_checkpoint(tiny_model, tmp_path / "tiny.pt")
+
+
+@pytest.mark.parametrize("fmt,ext", [("onnx", "onnx"), ("torchscript", "pt")])
+def test_export_writes_graphs_and_manifest(tmp_path: Path, ckpt: Path, fmt: str, ext: str) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'rdevos[export]')")
+    out = tmp_path / "out"
+    rc = main(["-q", "export", "--format", fmt, "--model", str(ckpt), "-o", str(out), "--objects", "2",
+               "--preset", "davis2017", "--mem-every", "5"])
+    assert rc == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["backend"] == fmt and m["objects"] == 2 and m["precision"] == "fp32"
+    assert m["inference"]["top_k"] == 40 and m["inference"]["mem_every"] == 5 and m["inference"]["resolution"] is None
+    for g in m["graphs"].values():
+        assert g["file"].endswith("." + ext) and (out / g["file"]).is_file()
+
+
+def test_export_errors(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["-q", "export", "--model", str(ckpt), "-o", str(tmp_path / "o")]
+    assert main([*base, "--format", "tflite"]) == 2
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+    assert main([*base, "--format", "torchscript", "--objects", "many"]) == 1
+    assert "positive number or 'dynamic'" in capsys.readouterr().err
+    assert main([*base, "--format", "torchscript", "--opset", "17"]) == 1
+    assert "ONNX exports only" in capsys.readouterr().err
+    assert main(["-q", "export", "--format", "onnx", "--model", str(tmp_path / "none.pt"), "-o", "x"]) == 1
+    assert "none.pt' is not a file" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rdevos import InputError
+from rdevos.cli import main
+from rdevos.eval import bench
+from rdevos.hub import save_checkpoint
+from rdevos.model.network import RDEVOS
+
+
+def test_cli_bench_two_lengths_json_and_plot(tmp_path: Path, tiny_model: RDEVOS,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib missing (pip install 'rdevos[bench]'): no plot to test")
+    ckpt = save_checkpoint(tiny_model, tmp_path / "tiny.pt")
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert main(["-q", "bench", "--resolutions", "64", "--lengths", "6,3", "--precision", "fp32", "--device", "cpu",
+                 "--objects", "2", "--model", str(ckpt), "--warmup", "1", "--threads", "1", "-o", str(out),
+                 "--plot", str(png), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"model: {ckpt}" in printed and "wrote" in printed
+    rep = json.loads(out.read_text())
+    assert rep["random_weights"] is False
+    assert rep["parameters"] == sum(p.numel() for p in tiny_model.parameters())
+    rows = rep["rows"]
+    assert [(r["impl"], r["device"], r["precision"], r["resolution"], r["length"]) for r in rows] == \
+        [("rdevos", "cpu", "fp32", 64, 3), ("rdevos", "cpu", "fp32", 64, 6)]
+    pids = {r["pid"] for r in rows}
+    assert len(pids) == 2 and os.getpid() not in pids  # one fresh process per configuration
+    for r in rows:
+        assert r["error"] is None and r["objects"] == 2 and r["threads"] == 1
+        assert r["height"] == 64 and r["width"] == 114  # the sample's 16:9 frames at short side 64
+        assert r["fps"] > 0 and r["s_per_frame"] == pytest.approx(1 / r["fps"])
+        assert r["seconds"] == pytest.approx(r["length"] * r["s_per_frame"])
+        assert "cuda_max_allocated_mib" in r and r["cuda_max_allocated_mib"] is None  # present, null on CPU
+        assert 50 < r["peak_rss_mib"] < 8192 and r["memory_bank_mib"] > 0
+        if r["run_peak_rss_mib"] is not None:  # Linux
+            assert r["rss_before_mib"] <= r["run_peak_rss_mib"] <= r["peak_rss_mib"]
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 600
+
+
+def test_random_weights_row_and_table() -> None:
+    row = bench.measure(bench.BenchConfig(resolution=48, length=2, objects=3, warmup=0, threads=1))
+    assert row.error is None and row.height == 48 and row.memory_bank_mib and row.cuda_max_allocated_mib is None
+    rep = bench.BenchReport(rows=[row, bench.BenchRow("reference", "cpu", "fp32", 48, 9, 3, error="boom")],
+                            model="official architecture, random weights", random_weights=True, parameters=1,
+                            settings={}, machine={})
+    table = bench.format_bench_table(rep)
+    assert "random weights" in table and "failed: boom" in table
+
+
+def test_bench_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "bench", "--lengths", "10,x"]) == 1
+    assert "--lengths must be comma-separated integers" in capsys.readouterr().err
+    assert main(["-q", "bench", "--lengths", "2", "--precision", "fp8"]) == 1
+    assert "unknown precision" in capsys.readouterr().err
+    with pytest.raises(InputError, match="cannot split"):
+        bench.run_bench(resolutions=[16], lengths=[2], objects=40, progress=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    assert main(["-q", "bench", "--lengths", "2", "--plot", str(tmp_path / "p.png")]) == 1
+    assert "pip install 'rdevos[bench]'" in capsys.readouterr().err
+    monkeypatch.setattr(bench, "__file__", str(tmp_path / "site-packages" / "rdevos" / "eval" / "bench.py"))
+    with pytest.raises(InputError, match="source checkout"):
+        bench.reference_script()
