@@ -1,0 +1,96 @@
+"""Start the web app: work folder, job manager, Gradio server (safe defaults: localhost, upload size limit)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rdevos_web.jobs import JobManager, RunSettings, WorkFolder
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ServeOptions", "serve", "model_note"]
+
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Settings of :func:`serve`.
+
+    Attributes:
+        work_dir: folder for jobs, uploads and results (created if missing).
+        host: address to bind; the default only accepts connections from this machine.
+        port: TCP port.
+        settings: default model/device/resolution of runs (the page can change them).
+        max_upload_mb: largest upload accepted, in MiB.
+        max_frames: most frames a job may have.
+        open_browser: open the page in the default browser.
+    """
+
+    work_dir: Path = Path("rdevos-work")
+    host: str = "127.0.0.1"
+    port: int = 7860
+    settings: RunSettings = RunSettings()
+    max_upload_mb: float = 500.0
+    max_frames: int = 10_000
+    open_browser: bool = False
+
+
+def model_note(settings: RunSettings) -> str:
+    """A warning for the page when the default model cannot be found (empty when it can)."""
+    from rdevos.errors import ModelNotFoundError
+    from rdevos.hub import DEFAULT_MODEL, resolve_weights
+
+    model = settings.model
+    if model is not None and model != DEFAULT_MODEL:
+        if os.path.exists(model) or "://" in model or not model.endswith((".pt", ".pth", "/")):
+            return ""  # URLs, ModelScope ids: resolved (maybe downloaded) by the first run, which reports errors
+        return f"**Model not available:** the checkpoint {model} does not exist."
+    try:
+        resolve_weights(model, progress=False)  # the embedded model: a file check, no download
+    except ModelNotFoundError as e:
+        return f"**Model not available:** {e} Enter a checkpoint path above."
+    return ""
+
+
+def serve(options: ServeOptions) -> None:
+    """Run the web app until interrupted (Ctrl+C).
+
+    Gradio's upload cache is put inside the work folder (``WORK/.gradio``) unless ``GRADIO_TEMP_DIR`` is set, so
+    that uploads never land elsewhere; this only takes effect if Gradio was not imported before.
+
+    Raises:
+        RDEVOSError: the work folder is used by another server.
+    """
+    root = Path(options.work_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(root / ".gradio"))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
+    import gradio as gr
+
+    from rdevos_web.app import build_app
+
+    work = WorkFolder(root, max_upload_bytes=int(options.max_upload_mb * 2**20), max_frames=options.max_frames)
+    work.acquire_lock()
+    manager = JobManager(work, options.settings)
+    note = model_note(options.settings)
+    if note:
+        logger.warning("%s", note.replace("**", ""))
+    if options.host not in _LOCAL_HOSTS:
+        logger.warning("serving on %s: anyone who can reach this address can upload files and run jobs "
+                       "(there is no login)", options.host)
+    demo = build_app(work, manager, model_note=note)
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],  # no web fonts: works offline
+                              font_mono=["ui-monospace", "monospace"])
+    logger.info("work folder %s; open http://%s:%d", root, options.host, options.port)
+    try:
+        demo.queue(default_concurrency_limit=4).launch(
+            server_name=options.host, server_port=options.port, share=False, inbrowser=options.open_browser,
+            max_file_size=int(options.max_upload_mb * 2**20), allowed_paths=[str(work.jobs_dir)],
+            show_error=True, footer_links=[], theme=theme, quiet=False)
+    finally:
+        manager.shutdown(timeout=10)
+        work.release_lock()
