@@ -117,3 +117,28 @@ def test_graphs_match_pytorch(runner: Runner, export_net: RDEVOS, sample_clip) -
                                   "f16_thin": q.f16_thin.numpy(), "f8": q.f8.numpy(), "f4": q.f4.numpy(),
                                   "top_k": np.array(5, np.int64)})
     assert _rel(prob5, exp5) < FP32_TOL and np.abs(prob5 - prob).max() > 1e-3
+
+
+@torch.no_grad()
+def test_rde_norm_compress_graph_matches_pytorch(tmp_path: Path, export_net: RDEVOS) -> None:
+    """The embedded default model uses ModelConfig.rde_norm: the exported RDE update must apply it too."""
+    import dataclasses
+
+    from tests.export.conftest import onnxruntime_or_skip
+
+    onnxruntime_or_skip()
+    from rdevos.export import export_onnx
+
+    net = RDEVOS(dataclasses.replace(export_net.config, rde_norm=True)).eval()
+    net.load_state_dict(export_net.state_dict())
+    with torch.no_grad():
+        net.mem_compress.compress_key.weight.mul_(5.0)  # a growing SAM, as a from-scratch one is
+    export_onnx(net, tmp_path, config=CONFIG)
+    torch.manual_seed(2)
+    key2 = torch.randn(1, net.config.key_dim, 2, 9, 15)
+    value2 = torch.randn(1, 2, net.config.value_dim, 2, 9, 15)
+    rk, rv = net.compress_memory(key2, value2)
+    ok, ov = _onnx_runner(tmp_path)("compress", {"key": key2.numpy(), "value": value2.numpy()})
+    assert _rel(ok, rk) < FP32_TOL and _rel(ov, rv) < FP32_TOL
+    # and the norm matching is really in the graph: output norms equal the mean input norms
+    np.testing.assert_allclose(np.linalg.norm(ok, axis=1), key2.norm(dim=1).mean(1, keepdim=True).numpy(), rtol=1e-4)
