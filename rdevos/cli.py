@@ -43,10 +43,9 @@ def _inference_config(args: argparse.Namespace, preset: str, precision: str, mod
     line's --resolution/--top-k/--mem-every and the precision."""
     from rdevos.config import InferenceConfig, Precision
 
-    config = InferenceConfig.preset(preset)
-    if model is not None and model.inference_defaults:
-        config = config.replace(**model.inference_defaults)
-        logger.info("model inference defaults: %s", model.inference_defaults)
+    defaults = model.inference_defaults if model is not None else None
+    if defaults:
+        logger.info("model inference defaults: %s", defaults)
     changes: dict[str, object] = {"precision": Precision(precision)}
     if args.resolution is not None:
         changes["resolution"] = None if args.resolution == "native" else int(args.resolution)
@@ -54,7 +53,7 @@ def _inference_config(args: argparse.Namespace, preset: str, precision: str, mod
         changes["top_k"] = args.top_k
     if args.mem_every is not None:
         changes["mem_every"] = args.mem_every
-    return config.replace(**changes)
+    return InferenceConfig.for_model(defaults, preset, **changes)
 
 
 # ---------------------------------------------------------------------------------------------------- segment

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +171,16 @@ class InferenceConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InferenceConfig:
         return cls(**d)
+
+    @classmethod
+    def for_model(cls, model_defaults: Mapping[str, Any] | None = None, preset: str = "modelscope",
+                  **overrides: Any) -> InferenceConfig:
+        """The preset, then a model's own defaults (``RDEVOS.inference_defaults``, e.g. the resolution it was
+        trained at), then ``overrides`` (the caller's explicit settings)."""
+        config = cls.preset(preset)
+        if model_defaults:
+            config = config.replace(**model_defaults)
+        return config.replace(**overrides) if overrides else config
 
     @classmethod
     def preset(cls, name: str) -> InferenceConfig:

@@ -770,8 +770,8 @@ class JobManager:
                 model = self._model(settings, device)
             except ModelNotFoundError as e:
                 raise ModelNotFoundError(f"{e} In the app: enter the checkpoint's path under 'Model'.") from None
-            config = InferenceConfig.preset("modelscope").replace(precision=default_precision(device),
-                                                                  resolution=settings.resolution)
+            config = InferenceConfig.for_model(model.inference_defaults, precision=default_precision(device),
+                                               resolution=settings.resolution)
             session = VideoSession(model, FolderSource(job.frames_dir), config, device=device)
             for idx in job.annotated_frames():
                 session.add_mask(idx, job.annotation(idx))

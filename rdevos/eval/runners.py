@@ -255,7 +255,7 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
             schedule; all frames read, required frames written) or ``generic`` (every annotation file).
         model: an :class:`~rdevos.model.network.RDEVOS` (required for ``method='model'``).
         method: ``model``, ``copy-first-mask`` or ``flow``.
-        config: inference settings (default: the dataset's preset).
+        config: inference settings (default: the dataset's preset with the model's own defaults applied).
         sequences: subset to run (default: the split's list).
         rank, world_size: shard of the sequence list this process runs.
         all_frames_root: YouTube-VOS all-frames release (``.../valid_all_frames``); default: found next to the
@@ -278,7 +278,7 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
     if layout.all_frames is not None:
         logger.info("YouTube-VOS: reading every frame from %s, writing the frames of %s", layout.all_frames,
                     layout.images)
-    config = config or InferenceConfig.preset(ds.preset)
+    config = config or InferenceConfig.for_model(getattr(model, "inference_defaults", None), ds.preset)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()

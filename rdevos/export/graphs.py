@@ -340,10 +340,7 @@ def export_model(model: RDEVOS, out_dir: str | Path, *, format: str = "onnx", co
 
 def default_config(model: RDEVOS, config: InferenceConfig | None) -> InferenceConfig:
     """``config``, else the default settings with the model's own inference defaults applied."""
-    if config is not None:
-        return config
-    defaults = getattr(model, "inference_defaults", None) or {}
-    return InferenceConfig().replace(**defaults) if defaults else InferenceConfig()
+    return config if config is not None else InferenceConfig.for_model(model.inference_defaults)
 
 
 def prepare_out_dir(out_dir: str | Path) -> Path:

@@ -91,7 +91,11 @@ def _inference_defaults(obj: Any, path: Path) -> dict[str, Any]:
     """The ``inference`` entry of an rdevos checkpoint (recommended InferenceConfig fields), validated."""
     if not isinstance(obj, Mapping) or obj.get("format") != "rdevos" or not obj.get("inference"):
         return {}
-    d = obj["inference"]
+    return _check_inference(obj["inference"], path)
+
+
+def _check_inference(d: Any, path: Path) -> dict[str, Any]:
+    """Validate recommended inference settings: InferenceConfig fields except precision, with valid values."""
     known = {f.name for f in dataclasses.fields(InferenceConfig)} - {"precision"}
     if not isinstance(d, Mapping) or set(d) - known:
         raise CheckpointError(f"{path}: invalid 'inference' entry {d!r}; allowed keys: {sorted(known)}")
@@ -236,7 +240,7 @@ def save_checkpoint(model: RDEVOS, path: str | os.PathLike[str], *, extra: Mappi
                            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     inference = dict(model.inference_defaults if inference is None else inference)
     if inference:
-        obj["inference"] = _inference_defaults({"format": "rdevos", "inference": inference}, Path(path))
+        obj["inference"] = _check_inference(inference, Path(path))
     if extra:
         obj["extra"] = dict(extra)
     p = Path(path)

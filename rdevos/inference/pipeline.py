@@ -141,9 +141,6 @@ def pipeline(task: str = TASK, model: str | os.PathLike[str] | RDEVOS | None = N
         from rdevos.hub import load_model
 
         model = load_model(model, device=dev)
-    config = InferenceConfig.preset(preset)
-    if model.inference_defaults:  # e.g. the resolution the weights were trained at
-        config = config.replace(**model.inference_defaults)
     changes: dict[str, Any] = {"precision": Precision(precision)}
     if top_k is not None:
         changes["top_k"] = top_k
@@ -151,7 +148,7 @@ def pipeline(task: str = TASK, model: str | os.PathLike[str] | RDEVOS | None = N
         changes["mem_every"] = mem_every
     if resolution != "default":
         changes["resolution"] = None if resolution in (None, "native") else int(resolution)  # type: ignore[arg-type]
-    config = config.replace(**changes)
+    config = InferenceConfig.for_model(model.inference_defaults, preset, **changes)
     return VideoObjectSegmentationPipeline(model, config, device=dev, modelscope_labels=modelscope_labels,
                                            progress=progress)
 
