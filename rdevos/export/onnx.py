@@ -81,16 +81,16 @@ def export_onnx(model: RDEVOS, out_dir: str | Path, *, config: InferenceConfig |
         InputError: bad precision, object count or opset.
     """
     prec, k = check_export_args(precision, objects)
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it to serialise the graphs)
-    except ImportError as e:
-        raise MissingDependencyError(f"ONNX export needs the onnx package ({e}); install it with {INSTALL_HINT}"
-                                     ) from e
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MIN_OPSET:
         raise InputError(f"opset {opset} is too old: the graphs need TopK with a dynamic K (opset >= {MIN_OPSET})")
     config = default_config(model, config)
     out = prepare_out_dir(out_dir)
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it to serialise the graphs)
+    except ImportError as e:
+        raise MissingDependencyError(f"ONNX export needs the onnx package ({e}); install it with {INSTALL_HINT}"
+                                     ) from e
     specs = graph_specs(model.config, precision=prec, objects=k)
     parts = export_parts(model, prec)
     ex = example_inputs(parts, specs, top_k=config.top_k, objects=k)
