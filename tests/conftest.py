@@ -1,4 +1,14 @@
-"""Shared fixtures: real DAVIS frames, masks, and small random-weight networks (official key layout)."""
+"""Shared fixtures: real DAVIS frames, masks, and small random-weight networks (official key layout).
+
+Data, from the most to the least available:
+
+* ``SAMPLE``: the clip bundled with the package (25 frames of DAVIS ``bear`` at 480x270) -> fixture ``clip``;
+* ``DAVIS_MINI``: ``tests/data/davis-mini``, three real DAVIS-2016 sequences at 214x120 (``bear`` 21 frames,
+  ``car-turn`` 11, ``soccerball`` 6; made by ``tests/data/make_davis_mini.py``) -> fixture ``davis_mini``;
+* ``DAVIS16``: the full shared DAVIS-2016 train subset, ``$RDEVOS_SHARED/data/davis2016-train`` (default
+  ``../shared``) -> fixture ``davis16``, which skips without it. Only tests that need full-size frames, many
+  sequences or long clips use it.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RDEVOS_SHARED", REPO.parent / "shared"))
 DAVIS16 = SHARED / "data" / "davis2016-train"
 SAMPLE = REPO / "rdevos" / "assets" / "sample"
+DAVIS_MINI = REPO / "tests" / "data" / "davis-mini"
 
 #: A small architecture with the same module tree (and so the same key names) as the official one.
 TINY = ModelConfig(key_block="basic", key_layers=(1, 1, 1), key_width=16, value_layers=(1, 1, 1), value_width=8,
@@ -43,19 +54,21 @@ def sane_init_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def load_frames(seq: str, n: int, size: tuple[int, int] | None = None, start: int = 0) -> list[np.ndarray]:
+def load_frames(seq: str, n: int, size: tuple[int, int] | None = None, start: int = 0, root: Path = DAVIS16
+                ) -> list[np.ndarray]:
     """n RGB frames (HxWx3 uint8) of a DAVIS-2016 train sequence, optionally resized to (W, H)."""
     out = []
     for i in range(start, start + n):
-        im = Image.open(DAVIS16 / "JPEGImages" / seq / f"{i:05d}.jpg").convert("RGB")
+        im = Image.open(root / "JPEGImages" / seq / f"{i:05d}.jpg").convert("RGB")
         if size:
             im = im.resize(size, Image.BILINEAR)
         out.append(np.asarray(im))
     return out
 
 
-def load_mask(seq: str, idx: int = 0, size: tuple[int, int] | None = None) -> np.ndarray:
-    im = Image.open(DAVIS16 / "Annotations" / seq / f"{idx:05d}.png")
+def load_mask(seq: str, idx: int = 0, size: tuple[int, int] | None = None, root: Path = DAVIS16) -> np.ndarray:
+    """The label mask of frame ``idx`` of a DAVIS-2016 train sequence, optionally resized (nearest) to (W, H)."""
+    im = Image.open(root / "Annotations" / seq / f"{idx:05d}.png")
     if size:
         im = im.resize(size, Image.NEAREST)
     return np.asarray(im).astype(np.uint8)
@@ -80,6 +93,13 @@ def davis16() -> Path:
     return DAVIS16
 
 
+@pytest.fixture(scope="session")
+def davis_mini() -> Path:
+    """The bundled DAVIS-2016 subset at 214x120 (``JPEGImages/<seq>``, ``Annotations/<seq>``); never skips."""
+    assert (DAVIS_MINI / "JPEGImages" / "bear").is_dir(), f"{DAVIS_MINI} is missing from the checkout"
+    return DAVIS_MINI
+
+
 @pytest.fixture
 def tiny_model() -> RDEVOS:
     torch.manual_seed(0)
@@ -94,9 +114,10 @@ def official_model() -> RDEVOS:
 
 
 @pytest.fixture
-def clip(davis16: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    """8 real frames (240x427) of 'bear' and a 2-object first-frame mask with labels {3, 7}."""
+def clip() -> tuple[list[np.ndarray], np.ndarray]:
+    """8 real frames (240x427) of 'bear' (the bundled sample clip) and a 2-object first-frame mask, labels {3, 7}."""
     size = (427, 240)
-    frames = load_frames("bear", 8, size)
-    mask = split_objects(load_mask("bear", 0, size), (3, 7))
-    return frames, mask
+    frames = [np.asarray(Image.open(SAMPLE / "frames" / f"{i:05d}.jpg").convert("RGB").resize(size, Image.BILINEAR))
+              for i in range(8)]
+    mask = np.asarray(Image.open(SAMPLE / "first_mask.png").resize(size, Image.NEAREST)).astype(np.uint8)
+    return frames, split_objects(mask, (3, 7))

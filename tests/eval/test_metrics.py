@@ -1,9 +1,8 @@
-"""J&F against the official davis2017-evaluation numbers of the golden set (shared/data/jf-golden, see its README)."""
+"""J&F against the official davis2017-evaluation numbers of the golden set (tests/data/jf-golden, see its README)."""
 
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from pathlib import Path
 
@@ -26,15 +25,13 @@ from rdevos.eval.metrics import (
 from rdevos.eval.report import format_table, write_official_csvs
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("RDEVOS_SHARED", REPO.parent / "shared"))
-GOLDEN = SHARED / "data" / "jf-golden"
+#: The bundled copy of shared/data/jf-golden without its placeholder JPEGs (which no evaluation reads).
+GOLDEN = REPO / "tests" / "data" / "jf-golden"
 GT_ROOT = GOLDEN / "davis" / "Annotations" / "480p"
 METHODS = ("perturbed-a", "perturbed-b")
 TOL = 1e-6
 
-needs_golden = pytest.mark.skipif(
-    not GT_ROOT.is_dir(), reason=f"J&F golden set not found at {GOLDEN} (set RDEVOS_SHARED to the shared folder)"
-)
+needs_golden = pytest.mark.skipif(not GT_ROOT.is_dir(), reason=f"J&F golden set missing from the checkout: {GOLDEN}")
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

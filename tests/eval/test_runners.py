@@ -17,7 +17,7 @@ SEQS = ("bear", "car-turn", "soccerball")
 
 
 @pytest.fixture
-def davis_tree(tmp_path: Path, davis16: Path) -> Path:
+def davis_tree(tmp_path: Path, davis_mini: Path) -> Path:
     """A small DAVIS-2017-layout tree from real frames (6 frames, 120x214, 2 objects per sequence)."""
     root = tmp_path / "DAVIS"
     for seq in SEQS:
@@ -25,9 +25,9 @@ def davis_tree(tmp_path: Path, davis16: Path) -> Path:
         ann_dir = root / "Annotations" / "480p" / seq
         img_dir.mkdir(parents=True)
         ann_dir.mkdir(parents=True)
-        for i, f in enumerate(load_frames(seq, 6, (214, 120))):
+        for i, f in enumerate(load_frames(seq, 6, (214, 120), root=davis_mini)):
             Image.fromarray(f).save(img_dir / f"{i:05d}.jpg", quality=95)
-            lab = Image.fromarray(split_objects(load_mask(seq, i, (214, 120))))
+            lab = Image.fromarray(split_objects(load_mask(seq, i, (214, 120), root=davis_mini)))
             lab.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
             lab.save(ann_dir / f"{i:05d}.png")
     (root / "ImageSets" / "2017").mkdir(parents=True)

@@ -17,7 +17,7 @@ from rdevos.config import InferenceConfig
 from rdevos.eval.runners import find_layout, run_dataset
 from rdevos.hub import save_checkpoint
 from rdevos.model.network import RDEVOS
-from tests.conftest import load_frames, load_mask, split_objects
+from tests.conftest import DAVIS_MINI, load_frames, load_mask, split_objects
 
 SIZE = (112, 64)  # (W, H): downscaled DAVIS frames keep the tiny model fast
 #: video -> (frames in the all-frames release, object id -> frame it first appears on)
@@ -33,11 +33,11 @@ def _required(vid: str) -> list[str]:
 def _labels(vid: str, frame: int) -> np.ndarray:
     """Objects 1 and 2 (bear: left/right half) or 1 (car-turn) on a frame."""
     n_obj = len(VIDEOS[vid][1])
-    return split_objects(load_mask(vid, frame, SIZE), tuple(range(1, n_obj + 1)))
+    return split_objects(load_mask(vid, frame, SIZE, root=DAVIS_MINI), tuple(range(1, n_obj + 1)))
 
 
 @pytest.fixture
-def yt_root(tmp_path: Path, davis16: Path) -> Path:
+def yt_root(tmp_path: Path, davis_mini: Path) -> Path:
     """A YouTube-VOS tree: valid/{JPEGImages (every 5th frame), Annotations, meta.json} + valid_all_frames/.
 
     bear: object 2 enters on frame 00010, whose PNG is exhaustive (it also holds object 1, which must be ignored
@@ -50,7 +50,7 @@ def yt_root(tmp_path: Path, davis16: Path) -> Path:
                            root / "valid" / "Annotations" / vid)
         for d in (every, req, ann):
             d.mkdir(parents=True)
-        for i, f in enumerate(load_frames(vid, n, SIZE)):
+        for i, f in enumerate(load_frames(vid, n, SIZE, root=davis_mini)):
             Image.fromarray(f).save(every / f"{i:05d}.jpg", quality=95)
             if i % 5 == 0:
                 shutil.copy(every / f"{i:05d}.jpg", req / f"{i:05d}.jpg")
