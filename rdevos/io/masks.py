@@ -29,6 +29,9 @@ __all__ = [
     "read_mask",
     "as_label_mask",
     "validate_mask",
+    "fit_mask_to_frame",
+    "labels_from_colours",
+    "MAX_MASK_COLOURS",
     "write_mask",
     "write_probabilities",
     "read_probabilities",
@@ -99,13 +102,113 @@ _MODE_FIX = (
     "PIL.Image.fromarray(labels.astype('uint8'), mode='L').save(path)"
 )
 
+#: Most distinct non-background colours an RGB(A) mask may have. More means a photo, a JPEG-compressed or an
+#: anti-aliased drawing rather than a label map (use a palette PNG for more objects).
+MAX_MASK_COLOURS = 32
+
+#: Image modes read as colour masks (see :func:`labels_from_colours`).
+_COLOUR_MODES = ("RGB", "RGBA", "LA")
+
+_DAVIS_INDEX: dict[int, int] = {}
+for _i in range(255, 0, -1):  # lowest index wins if a colour repeats
+    _DAVIS_INDEX[(DAVIS_PALETTE[3 * _i] << 16) | (DAVIS_PALETTE[3 * _i + 1] << 8) | DAVIS_PALETTE[3 * _i + 2]] = _i
+
+
+def _article(word: str) -> str:
+    """'a' or 'an' before an image mode or acronym read letter by letter ('an RGB', 'a CMYK', 'an I;16')."""
+    return "an" if word[:1].upper() in "AEFHILMNORSX" else "a"
+
+
+def _grey_labels(grey: np.ndarray, what: str) -> np.ndarray:
+    """Greyscale values are labels; a mask whose only values are 0 and 255 is binary (label 1)."""
+    values = np.unique(grey)
+    if values.size and values[-1] == 255 and set(values.tolist()) <= {0, 255}:
+        logger.info("%s is black/white (0/255): reading it as a binary mask (label 1)", what)
+        return (grey == 255).astype(np.uint8)
+    return grey.astype(np.uint8)
+
+
+def labels_from_colours(rgb: np.ndarray, alpha: np.ndarray | None = None, *, name: str = "mask",
+                        max_colours: int = MAX_MASK_COLOURS) -> tuple[np.ndarray, list[int] | None]:
+    """Label map of a colour-coded mask (what image editors and many annotation tools export).
+
+    Rules, in this order:
+
+    1. Black ``(0, 0, 0)`` and fully transparent pixels (``alpha == 0``) are background (0).
+    2. Grey images (``R == G == B`` everywhere) are read like greyscale masks: the value is the label, and a
+       black/white (0/255) mask is object 1.
+    3. If every other colour is a colour of the DAVIS/PASCAL-VOC palette, each pixel gets that colour's palette
+       index (an RGB export of a DAVIS annotation keeps its labels).
+    4. Otherwise the colours get ids 1, 2, ... in the order they first appear in raster order (row by row from
+       the top, each row from the left).
+
+    Args:
+        rgb: ``uint8`` ``(H, W, 3)``.
+        alpha: optional ``(H, W)`` alpha channel.
+        name: how to call the mask in messages.
+        max_colours: most distinct non-background colours accepted.
+
+    Returns:
+        ``(labels, palette)``: ``uint8`` ``(H, W)`` labels and a 768-int palette whose entry ``k`` is the colour of
+        object ``k`` (``None`` for grey masks).
+
+    Raises:
+        InputError: more than ``max_colours`` colours (a photo or an anti-aliased image).
+    """
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    background = np.zeros(rgb.shape[:2], bool) if alpha is None else np.asarray(alpha) == 0
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        grey = np.where(background, 0, rgb[..., 0])
+        return _grey_labels(grey, name), None
+    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    packed = np.where(background, 0, packed).ravel()
+    colours, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    objects = [i for i, c in enumerate(colours.tolist()) if c != 0]
+    if len(objects) > max_colours:
+        raise InputError(
+            f"{name} has {len(objects)} colours (more than {max_colours}): it looks like a photo or an "
+            f"anti-aliased/JPEG-compressed image rather than a mask; {_MODE_FIX}")
+    lut = np.zeros(colours.size, np.uint8)
+    if all(int(colours[i]) in _DAVIS_INDEX for i in objects):
+        for i in objects:
+            lut[i] = _DAVIS_INDEX[int(colours[i])]
+        palette = list(DAVIS_PALETTE)
+    else:
+        palette = [0, 0, 0]
+        for k, i in enumerate(sorted(objects, key=lambda j: int(first[j])), start=1):
+            lut[i] = k
+            c = int(colours[i])
+            palette += [c >> 16, (c >> 8) & 255, c & 255]
+        palette += list(DAVIS_PALETTE[len(palette):])
+        logger.info("%s is a colour mask: %d object(s) numbered by first appearance (row by row), colours %s",
+                    name, len(objects), [tuple(palette[3 * k:3 * k + 3]) for k in range(1, len(objects) + 1)])
+    return lut[inverse].reshape(rgb.shape[:2]), palette
+
+
+def _labels_from_image(im: Image.Image, what: str) -> tuple[np.ndarray, list[int] | None]:
+    """Labels and palette of a PIL image in any accepted mode (see :func:`read_mask`)."""
+    mode = im.mode
+    if mode == "P":
+        raw = im.getpalette()
+        return np.array(im, dtype=np.uint8), (_pad_palette(raw) if raw else None)
+    if mode == "L":
+        return _grey_labels(np.array(im, dtype=np.uint8), what), None
+    if mode == "1":
+        return np.array(im, dtype=bool).astype(np.uint8), None
+    if mode in _COLOUR_MODES:
+        rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
+        return labels_from_colours(rgba[..., :3], rgba[..., 3], name=what)
+    raise InputError(f"{what} is {_article(mode)} {mode} image, which rdevos does not read as a mask; {_MODE_FIX}")
+
 
 def read_mask(path: PathLike) -> LabelMask:
     """Read a label-map PNG (or any lossless image) as a :class:`LabelMask`.
 
-    Accepted modes: ``'P'`` (palette indices are labels), ``'L'`` (values are labels) and
-    ``'1'`` (binary -> labels 0/1). An ``'L'`` mask whose only values are 0 and 255 is a
-    binary black/white mask and is read as labels 0/1.
+    Accepted modes: ``'P'`` (palette indices are labels), ``'L'`` (values are labels; a mask whose only values
+    are 0 and 255 is binary: label 1), ``'1'`` (binary -> labels 0/1), and colour masks ``'RGB'``/``'RGBA'``
+    (also ``'LA'``): black and fully transparent pixels are background, DAVIS-palette
+    colours are their palette indices, other colours get ids 1, 2, ... in order of first appearance, row by row
+    (see :func:`labels_from_colours`).
 
     Args:
         path: mask file.
@@ -114,7 +217,7 @@ def read_mask(path: PathLike) -> LabelMask:
         :class:`LabelMask` with ``uint8`` ``(H, W)`` labels.
 
     Raises:
-        InputError: missing/corrupt file or a colour (RGB/RGBA/...) image.
+        InputError: missing/corrupt file, a photo-like colour image (too many colours) or another image mode.
     """
     p = Path(path)
     if not p.is_file():
@@ -122,23 +225,7 @@ def read_mask(path: PathLike) -> LabelMask:
     try:
         with Image.open(p) as im:
             im.load()
-            mode = im.mode
-            if mode == "P":
-                labels = np.array(im, dtype=np.uint8)
-                raw = im.getpalette()
-                palette = _pad_palette(raw) if raw else None
-            elif mode == "L":
-                labels = np.array(im, dtype=np.uint8)
-                palette = None
-                values = np.unique(labels)
-                if values.size and values[-1] == 255 and set(values.tolist()) <= {0, 255}:
-                    logger.info("mask '%s' is black/white (0/255): reading it as a binary mask (label 1)", p)
-                    labels = (labels == 255).astype(np.uint8)
-            elif mode == "1":
-                labels = np.array(im, dtype=bool).astype(np.uint8)
-                palette = None
-            else:
-                raise InputError(f"mask '{p}' is a {mode} image; masks must not be colour images: {_MODE_FIX}")
+            labels, palette = _labels_from_image(im, f"mask '{p}'")
     except InputError:
         raise
     except _PIL_ERRORS as exc:
@@ -150,7 +237,8 @@ def as_label_mask(obj: LabelMask | np.ndarray | Image.Image | PathLike) -> Label
     """Coerce a mask given as a path, PIL image, array or :class:`LabelMask`.
 
     Arrays are taken literally (values are labels): ``bool`` -> 0/1, integer dtypes must
-    lie in 0..255, a trailing singleton channel is squeezed.
+    lie in 0..255, a trailing singleton channel is squeezed. PIL images are read as :func:`read_mask` reads
+    files (colour masks included).
 
     Args:
         obj: the mask.
@@ -166,14 +254,8 @@ def as_label_mask(obj: LabelMask | np.ndarray | Image.Image | PathLike) -> Label
     if isinstance(obj, (str, os.PathLike)):
         return read_mask(obj)
     if isinstance(obj, Image.Image):
-        if obj.mode == "P":
-            raw = obj.getpalette()
-            return LabelMask(np.array(obj, dtype=np.uint8), _pad_palette(raw) if raw else None)
-        if obj.mode == "L":
-            return LabelMask(np.array(obj, dtype=np.uint8), None)
-        if obj.mode == "1":
-            return LabelMask(np.array(obj, dtype=bool).astype(np.uint8), None)
-        raise InputError(f"mask image is a {obj.mode} image; masks must not be colour images: {_MODE_FIX}")
+        labels, palette = _labels_from_image(obj, "mask image")
+        return LabelMask(np.ascontiguousarray(labels), palette)
     if isinstance(obj, np.ndarray):
         return LabelMask(_labels_from_array(obj), None)
     try:  # torch tensors and other array-likes
@@ -223,19 +305,13 @@ def validate_mask(
         name: how to call the mask in messages (e.g. its file name).
 
     Returns:
-        The mask as a :class:`LabelMask`.
+        The mask as a :class:`LabelMask`, resized to the frame size when it was a few pixels off
+        (see :func:`fit_mask_to_frame`).
 
     Raises:
         InputError: size mismatch, empty mask, or too many objects.
     """
-    lm = as_label_mask(mask)
-    fh, fw = int(frame_size[0]), int(frame_size[1])
-    mh, mw = lm.size
-    if (mh, mw) != (fh, fw):
-        raise InputError(
-            f"{name} has size {mh}x{mw} (HxW) but the frames are {fh}x{fw} (HxW); "
-            "resize the mask with nearest-neighbour interpolation to the frame size"
-        )
+    lm = fit_mask_to_frame(as_label_mask(mask), frame_size, name=name)
     ids = lm.object_ids
     if not ids and not allow_empty:
         raise InputError(f"{name} contains no object: every pixel is 0 (background)")
@@ -245,6 +321,44 @@ def validate_mask(
             "anti-aliased or photographic image rather than a label map"
         )
     return lm
+
+
+def _near(mask_side: int, frame_side: int) -> bool:
+    return abs(mask_side - frame_side) <= max(2, round(0.01 * frame_side))
+
+
+def fit_mask_to_frame(mask: LabelMask, frame_size: tuple[int, int], *, name: str = "mask") -> LabelMask:
+    """The mask at the frame size: as it is, or resized when it is only a few pixels off.
+
+    Some tools write masks a pixel or two smaller than the frames (e.g. 853x480 for 854x480 frames). A mask whose
+    sides each differ from the frame's by at most 2 pixels or 1 % (whichever is more) and whose aspect ratio is
+    within 1 % is resized with nearest-neighbour interpolation, with a warning; any other size is an error.
+
+    Args:
+        mask: the mask.
+        frame_size: ``(height, width)`` of the frames.
+        name: how to call the mask in messages.
+
+    Returns:
+        ``mask`` itself when the size matches, else a resized copy (same palette).
+
+    Raises:
+        InputError: a size that is not a few pixels off.
+    """
+    fh, fw = int(frame_size[0]), int(frame_size[1])
+    mh, mw = mask.size
+    if (mh, mw) == (fh, fw):
+        return mask
+    same_aspect = mh > 0 and fh > 0 and abs((mw / mh) / (fw / fh) - 1) <= 0.01
+    if not (_near(mh, fh) and _near(mw, fw) and same_aspect):
+        raise InputError(
+            f"{name} has size {mh}x{mw} (HxW) but the frames are {fh}x{fw} (HxW); "
+            "resize the mask with nearest-neighbour interpolation to the frame size"
+        )
+    logger.warning("%s is %dx%d (HxW), the frames %dx%d: resized to the frame size (nearest neighbour)",
+                   name, mh, mw, fh, fw)
+    resized = Image.fromarray(mask.labels).resize((fw, fh), Image.NEAREST)
+    return LabelMask(np.asarray(resized, dtype=np.uint8).copy(), mask.palette)
 
 
 # --------------------------------------------------------------------------- atomic writing

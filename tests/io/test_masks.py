@@ -74,14 +74,80 @@ def test_modes_l_and_1(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_mask(tmp_path / "one.png").labels, (labels > 0).astype(np.uint8))
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
-def test_colour_mask_rejected(tmp_path: Path, mode: str) -> None:
-    path = tmp_path / "colour.png"
-    Image.new(mode, (8, 6), (128, 0, 0)).save(path)
+def _save_rgb(path: Path, rgb: np.ndarray) -> Path:
+    Image.fromarray(rgb.astype(np.uint8), mode="RGBA" if rgb.shape[-1] == 4 else "RGB").save(path)
+    assert Image.open(path).mode in ("RGB", "RGBA")
+    return path
+
+
+def test_white_on_black_rgb_png_is_a_binary_mask(tmp_path: Path) -> None:
+    sample = read_mask(sample_mask_path()).labels
+    rgb = np.repeat((sample > 0)[..., None] * 255, 3, axis=2)
+    m = read_mask(_save_rgb(tmp_path / "white.png", rgb))
+    assert m.object_ids == [1] and m.palette is None
+    np.testing.assert_array_equal(m.labels, (sample > 0).astype(np.uint8))
+    # grey RGB (R == G == B): the values are labels, as in an 'L' mask
+    grey = np.zeros((6, 8, 3), np.uint8)
+    grey[1:3, 1:3] = 2
+    grey[4:, 5:] = 5
+    assert read_mask(_save_rgb(tmp_path / "grey.png", grey)).labels.tolist() == grey[..., 0].tolist()
+
+
+def test_rgb_export_of_a_davis_annotation_keeps_its_labels(tmp_path: Path) -> None:
+    labels = np.zeros((30, 40), np.uint8)
+    labels[2:10, 2:10] = 5  # listed first in raster order, but keeps its palette index
+    labels[12:20, 5:30] = 1
+    labels[22:, 30:] = 2
+    write_mask(tmp_path / "p.png", labels)
+    Image.open(tmp_path / "p.png").convert("RGB").save(tmp_path / "rgb.png")
+    m = read_mask(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(m.labels, labels)
+    assert m.palette == list(DAVIS_PALETTE)
+
+
+def test_colour_coded_rgb_mask_ids_by_first_appearance(tmp_path: Path) -> None:
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    rgb[6:9, 0:3] = (255, 0, 255)  # lower left
+    rgb[1:3, 8:11] = (0, 200, 255)  # upper right: first in raster order -> object 1
+    rgb[4, 4:6] = (128, 0, 0)  # a DAVIS colour among other colours gets a raster-order id too
+    m = read_mask(_save_rgb(tmp_path / "coded.png", rgb))
+    want = np.zeros((10, 12), np.uint8)
+    want[1:3, 8:11], want[4, 4:6], want[6:9, 0:3] = 1, 2, 3
+    np.testing.assert_array_equal(m.labels, want)
+    assert m.palette is not None and m.palette[:12] == [0, 0, 0, 0, 200, 255, 128, 0, 0, 255, 0, 255]
+    # RGBA: fully transparent pixels are background whatever their colour
+    rgba = np.concatenate([rgb, np.full((10, 12, 1), 255, np.uint8)], axis=2)
+    rgba[6:9, 0:3, 3] = 0
+    rgba[0, 0] = (9, 9, 9, 0)
+    m = read_mask(_save_rgb(tmp_path / "coded_rgba.png", rgba))
+    assert m.object_ids == [1, 2] and (m.labels[6:9, 0:3] == 0).all() and m.labels[0, 0] == 0
+    # the same rules for a PIL image given directly
+    np.testing.assert_array_equal(as_label_mask(Image.fromarray(rgb)).labels, want)
+
+
+def test_photo_rejected_as_a_mask(tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    Image.open(sample_clip_dir() / "00000.jpg").convert("RGB").save(path)
     with pytest.raises(InputError) as err:
         read_mask(path)
     msg = str(err.value)
-    assert "colour.png" in msg and mode in msg and "palette" in msg and "greyscale" in msg
+    assert "photo.png" in msg and "colours" in msg and "photo" in msg and "palette" in msg and "greyscale" in msg
+    # one colour too many for the limit
+    rgb = np.zeros((4, masks_mod.MAX_MASK_COLOURS + 1, 3), np.uint8)
+    rgb[0, :, 0] = np.arange(1, masks_mod.MAX_MASK_COLOURS + 2)
+    rgb[0, :, 1] = 7
+    with pytest.raises(InputError, match=f"{masks_mod.MAX_MASK_COLOURS + 1} colours"):
+        read_mask(_save_rgb(tmp_path / "many.png", rgb))
+    rgb[0, -1] = 0
+    assert len(read_mask(_save_rgb(tmp_path / "max.png", rgb)).object_ids) == masks_mod.MAX_MASK_COLOURS
+
+
+def test_other_modes_rejected_with_the_right_article(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / "i16.png")
+    with pytest.raises(InputError, match=r"is an I;16 image"):
+        read_mask(tmp_path / "i16.png")
+    with pytest.raises(InputError, match=r"is a CMYK image"):
+        as_label_mask(Image.new("CMYK", (2, 2)))
 
 
 def test_unreadable_masks(tmp_path: Path) -> None:
@@ -108,6 +174,23 @@ def test_validate_size_mismatch_and_empty() -> None:
         validate_mask(noisy.astype(np.uint8), (64, 64), max_objects=20)
 
 
+def test_masks_a_few_pixels_off_are_resized(caplog: pytest.LogCaptureFixture) -> None:
+    mask = read_mask(sample_mask_path())  # 270x480, like its frames
+    off = LabelMask(np.asarray(Image.fromarray(mask.labels).resize((479, 270), Image.NEAREST)), mask.palette)
+    with caplog.at_level("WARNING", logger="rdevos.io.masks"):
+        fitted = masks_mod.fit_mask_to_frame(off, SAMPLE_SIZE, name="judo.png")
+    assert fitted.size == SAMPLE_SIZE and fitted.palette == mask.palette
+    assert (fitted.labels == mask.labels).mean() > 0.99
+    assert "judo.png" in caplog.text and "270x479" in caplog.text and "resized" in caplog.text
+    assert validate_mask(off, SAMPLE_SIZE).size == SAMPLE_SIZE
+    assert masks_mod.fit_mask_to_frame(mask, SAMPLE_SIZE) is mask
+    # a real mismatch (other size or other aspect ratio) stays an error
+    for h, w in ((135, 240), (270, 470), (266, 480)):
+        small = LabelMask(np.ones((h, w), np.uint8))
+        with pytest.raises(InputError, match=rf"{h}x{w} \(HxW\) but the frames are 270x480"):
+            masks_mod.fit_mask_to_frame(small, SAMPLE_SIZE, name="m.png")
+
+
 def test_as_label_mask_inputs() -> None:
     assert as_label_mask(np.array([[True, False]])).labels.tolist() == [[1, 0]]
     assert as_label_mask(np.array([[3, 0]], np.int64)).labels.dtype == np.uint8
@@ -121,8 +204,6 @@ def test_as_label_mask_inputs() -> None:
         as_label_mask(np.array([[300]]))
     with pytest.raises(InputError, match="2-D"):
         as_label_mask(np.zeros((4, 4, 3), np.uint8))
-    with pytest.raises(InputError, match="RGB"):
-        as_label_mask(Image.new("RGB", (2, 2)))
 
 
 def test_write_mask_atomic_and_palette(tmp_path: Path) -> None:
