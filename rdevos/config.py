@@ -72,6 +72,10 @@ class ModelConfig:
         decoder_dims: output channels of the 1/16->1/8 and 1/8->1/4 upsampling blocks.
         cbam_reduction: channel reduction of the CBAM gate in the value fuser.
         single_object: stage-0 value encoder (RGB + mask, no "others" channel, no memory compressor).
+        key_backbone: ``"resnet"`` (the official layout, set by ``key_block``/``key_layers``/``key_width``) or an
+            ImageNet backbone cut at stride 16: ``"efficientnet-lite0"``, ``"-lite1"``, ``"-lite2"``.
+        value_backbone: ``"resnet"`` (``value_layers``/``value_width``) or an EfficientNet-Lite name; the mask
+            channels enter its stem as extra input channels with zero-initialised weights.
         rde_norm: rescale every new RDE key and value vector to the mean L2 norm of its two inputs at that position
             (parameter-free). Keeps the recursive fold bounded for models trained from scratch, whose SAM otherwise
             grows the key norm ~1000x per fold; off in the official architecture (no effect on its weights or keys).
@@ -88,10 +92,18 @@ class ModelConfig:
     cbam_reduction: int = 16
     single_object: bool = False
     rde_norm: bool = False
+    key_backbone: str = "resnet"
+    value_backbone: str = "resnet"
 
     def __post_init__(self) -> None:
+        from rdevos.model.backbones import backbone_names
+
         for name in ("key_layers", "value_layers", "decoder_dims"):
             object.__setattr__(self, name, _to_tuple(getattr(self, name)))
+        for name in ("key_backbone", "value_backbone"):
+            if getattr(self, name) not in ("resnet", *backbone_names()):
+                raise ValueError(f"{name} must be 'resnet' or one of {list(backbone_names())}, "
+                                 f"got {getattr(self, name)!r}")
         if self.key_block not in ("bottleneck", "basic"):
             raise ValueError(f"key_block must be 'bottleneck' or 'basic', got {self.key_block!r}")
         if len(self.key_layers) != 3 or len(self.value_layers) != 3 or len(self.decoder_dims) != 2:
@@ -100,6 +112,10 @@ class ModelConfig:
     @property
     def key_channels(self) -> tuple[int, int, int]:
         """Channels of the key encoder's (f4, f8, f16) features."""
+        if self.key_backbone != "resnet":
+            from rdevos.model.backbones import lite_channels
+
+            return lite_channels(self.key_backbone)
         expansion = 4 if self.key_block == "bottleneck" else 1
         w = self.key_width * expansion
         return (w, 2 * w, 4 * w)
@@ -107,6 +123,10 @@ class ModelConfig:
     @property
     def value_channels(self) -> int:
         """Channels of the value encoder's stride-16 feature (before the fuser)."""
+        if self.value_backbone != "resnet":
+            from rdevos.model.backbones import lite_channels
+
+            return lite_channels(self.value_backbone)[2]
         return 4 * self.value_width
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,7 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BasicBlock", "Bottleneck", "KeyEncoder", "ValueEncoder", "ResBlock", "CBAM", "FeatureFusionBlock"]
+from rdevos.model.backbones import EfficientNetLite
+
+__all__ = ["BasicBlock", "Bottleneck", "KeyEncoder", "ValueEncoder", "LiteKeyEncoder", "LiteValueEncoder", "ResBlock", "CBAM", "FeatureFusionBlock"]
 
 
 class BasicBlock(nn.Module):
@@ -201,3 +203,26 @@ class ValueEncoder(nn.Module):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fuser(x, key_f16)
+
+
+class LiteKeyEncoder(EfficientNetLite):
+    """EfficientNet-Lite trunk as the key encoder (ImageNet-normalised input, outputs f16, f8, f4)."""
+
+    def __init__(self, name: str = "efficientnet-lite2") -> None:
+        super().__init__(name, imagenet_input=True)
+
+
+class LiteValueEncoder(nn.Module):
+    """EfficientNet-Lite trunk on [RGB, mask channels] (mask weights zero-initialised), fused with the key f16."""
+
+    def __init__(self, name: str, key_f16_channels: int, value_dim: int, extra_channels: int = 2,
+                 cbam_reduction: int = 16) -> None:
+        super().__init__()
+        self.extra_channels = extra_channels
+        self.trunk = EfficientNetLite(name, extra_channels=extra_channels, imagenet_input=True)
+        self.fuser = FeatureFusionBlock(self.trunk.channels[2] + key_f16_channels, value_dim, cbam_reduction)
+
+    def forward(self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Same contract as :meth:`ValueEncoder.forward`."""
+        f16 = self.trunk(torch.cat([image, masks], dim=1))[0]
+        return self.fuser(f16, key_f16)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from rdevos.config import ModelConfig
 from rdevos.model.aggregation import MemoryCompressor
 from rdevos.model.decoder import Decoder
-from rdevos.model.encoders import KeyEncoder, ValueEncoder
+from rdevos.model.encoders import KeyEncoder, LiteKeyEncoder, LiteValueEncoder, ValueEncoder
 from rdevos.model.memory_read import read_memory
 
 __all__ = ["RDEVOS", "KeyFeatures", "KeyProjection", "build_network", "aggregate_probs", "soft_aggregate_logits"]
@@ -69,10 +69,19 @@ class RDEVOS(nn.Module):
         #: caller sets them explicitly. Not part of the state dict.
         self.inference_defaults: dict[str, Any] = {}
         c4, c8, c16 = config.key_channels
-        self.key_encoder = KeyEncoder(config.key_block, config.key_layers, config.key_width)
-        self.value_encoder = ValueEncoder(c16, config.value_dim, config.value_layers, config.value_width,
-                                          extra_channels=1 if config.single_object else 2,
-                                          cbam_reduction=config.cbam_reduction)
+        extra = 1 if config.single_object else 2
+        self.key_encoder: nn.Module
+        self.value_encoder: nn.Module
+        if config.key_backbone == "resnet":
+            self.key_encoder = KeyEncoder(config.key_block, config.key_layers, config.key_width)
+        else:
+            self.key_encoder = LiteKeyEncoder(config.key_backbone)
+        if config.value_backbone == "resnet":
+            self.value_encoder = ValueEncoder(c16, config.value_dim, config.value_layers, config.value_width,
+                                              extra_channels=extra, cbam_reduction=config.cbam_reduction)
+        else:
+            self.value_encoder = LiteValueEncoder(config.value_backbone, c16, config.value_dim, extra,
+                                                  config.cbam_reduction)
         self.key_proj = KeyProjection(c16, config.key_dim)
         self.key_comp = nn.Conv2d(c16, config.value_dim, 3, padding=1)
         self.decoder = Decoder(config.value_dim, c8, c4, config.decoder_dims)

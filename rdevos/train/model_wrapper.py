@@ -67,12 +67,15 @@ class TrainingModel(nn.Module):
         bn_train: run BatchNorm in train mode. The reference keeps the **whole network in eval mode** during
             training (BN uses and keeps its running statistics; the affine BN weights still learn); default False.
         channels_last: feed 4-D activations in channels_last layout (the caller converts the weights).
+        frozen_bn: modules whose BatchNorm layers stay in eval mode even with ``bn_train`` (pretrained encoders).
     """
 
-    def __init__(self, net: RDEVOS, *, bn_train: bool = False, channels_last: bool = False) -> None:
+    def __init__(self, net: RDEVOS, *, bn_train: bool = False, channels_last: bool = False,
+                 frozen_bn: tuple[nn.Module, ...] = ()) -> None:
         super().__init__()
         self.net = net
         self.bn_train = bn_train
+        self._frozen_bn = [m for mod in frozen_bn for m in mod.modules() if isinstance(m, nn.BatchNorm2d)]
         self.channels_last = channels_last
         self.train()
 
@@ -80,6 +83,8 @@ class TrainingModel(nn.Module):
         super().train(mode)
         if not self.bn_train:
             self.net.eval()
+        for m in self._frozen_bn:  # pretrained encoders keep their ImageNet statistics
+            m.eval()
         return self
 
     # --------------------------------------------------------------------- pieces

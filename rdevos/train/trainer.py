@@ -37,6 +37,7 @@ import torch.nn as nn
 from rdevos.config import InferenceConfig, ModelConfig, Precision
 from rdevos.device import cpu_has_fast_bf16
 from rdevos.errors import CheckpointError, InputError
+from rdevos.hub.backbones import load_imagenet_backbone
 from rdevos.hub.convert import load_state, save_checkpoint
 from rdevos.model.network import RDEVOS
 from rdevos.train.config import SourceKind, StageConfig, TrainConfig, TrainPrecision
@@ -541,9 +542,14 @@ class Trainer:
         elif si > 0:
             load_weights(net, self.output_dir / f"{cfg.stages[si - 1].name}.pth", seed=cfg.seed)
         else:
-            if key_init:
+            mc = net.config
+            if key_init and mc.key_backbone != "resnet":
+                load_imagenet_backbone(net.key_encoder, key_init, mc.key_backbone)
+            elif key_init:
                 load_backbone(net.key_encoder, key_init, seed=cfg.seed)
-            if value_init:
+            if value_init and mc.value_backbone != "resnet":
+                load_imagenet_backbone(net.value_encoder, value_init, mc.value_backbone)
+            elif value_init:
                 load_backbone(net.value_encoder, value_init, seed=cfg.seed + 1)
             if init:
                 load_weights(net, init, seed=cfg.seed)
@@ -559,11 +565,41 @@ class Trainer:
                         p.data = p.data.contiguous(memory_format=torch.channels_last)
         return net
 
-    def _optimizer(self, net: nn.Module, stage: StageConfig) -> torch.optim.Optimizer:
-        params = [p for p in net.parameters() if p.requires_grad]
+    def _pretrained_encoders(self, net: RDEVOS) -> tuple[nn.Module, ...]:
+        """The EfficientNet-Lite encoders of ``net`` whose weights come from ImageNet (directly or via a stage)."""
+        cfg, mc = self.config, net.config
+        out: list[nn.Module] = []
+        if mc.key_backbone != "resnet" and cfg.key_encoder_init:
+            out.append(net.key_encoder)
+        if mc.value_backbone != "resnet" and cfg.value_encoder_init:
+            out.append(net.value_encoder.trunk)
+        return tuple(out)
+
+    def _freeze(self, net: RDEVOS) -> None:
+        """Frozen BatchNorm and frozen leading blocks of the pretrained encoders (see TrainConfig)."""
+        cfg = self.config
+        pretrained = self._pretrained_encoders(net)
+        if cfg.backbone_bn_frozen:
+            for mod in pretrained:
+                for m in mod.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.requires_grad_(False)
+        n = cfg.key_encoder_frozen_blocks
+        if n and net.key_encoder in pretrained:
+            enc = net.key_encoder
+            for m in (enc._conv_stem, enc._bn0, *list(enc._blocks)[:n]):
+                m.requires_grad_(False)
+
+    def _optimizer(self, net: RDEVOS, stage: StageConfig) -> torch.optim.Optimizer:
+        backbone = {id(p) for mod in self._pretrained_encoders(net) for p in mod.parameters()}
+        own = [p for p in net.parameters() if p.requires_grad and id(p) not in backbone]
+        pre = [p for p in net.parameters() if p.requires_grad and id(p) in backbone]
+        groups: list[dict[str, Any]] = [{"params": own}]
+        if pre:
+            groups.append({"params": pre, "lr": stage.lr * self.config.backbone_lr_scale})
         if stage.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
-        return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+            return torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay)
+        return torch.optim.Adam(groups, lr=stage.lr, weight_decay=stage.weight_decay)
 
     def _loader(self, stage: StageConfig, si: int, start: int) -> Iterator[dict[str, Any]]:
         cfg = self.config
@@ -739,7 +775,10 @@ class Trainer:
         else:
             self._init_weights(net, si)
         self._to_device(net)
-        wrapper = TrainingModel(net, bn_train=self.config.bn_train, channels_last=self.channels_last)
+        self._freeze(net)
+        frozen_bn = self._pretrained_encoders(net) if self.config.backbone_bn_frozen else ()
+        wrapper = TrainingModel(net, bn_train=self.config.bn_train, channels_last=self.channels_last,
+                                frozen_bn=frozen_bn)
         model = wrap_ddp(wrapper, self.device, self.info)
         opt = self._optimizer(net, stage)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it, _s=stage: lr_factor(_s, it))
