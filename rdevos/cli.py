@@ -1,4 +1,10 @@
-"""Command line: ``rdevos segment | eval | train | bench | models``. The only argparse in the package."""
+"""Command line: ``rdevos segment | eval | run-dataset | export | train | bench | models | serve``.
+
+The only argparse in the package. Errors are one line, ``rdevos: error: <what is wrong>``, never a traceback
+(``--debug`` shows it): exit status 2 for a bad option (malformed or out-of-range values, paths that do not exist
+or cannot be written, a device this machine lacks; all checked before any work starts), 1 for a failure while
+working (unreadable frames or masks, a model that does not load, a missing optional package).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,15 @@ import hashlib
 import json
 import logging
 import os
+import re
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from rdevos.errors import UsageError
 
 if TYPE_CHECKING:
     from rdevos.config import InferenceConfig
@@ -22,6 +31,203 @@ if TYPE_CHECKING:
 logger = logging.getLogger("rdevos")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+PRESETS = ("modelscope", "davis2017", "davis2016", "youtubevos")
+_PRESET_HELP = ("inference settings: modelscope (short side 480, top-k 20, memory every 4th frame), davis2017/"
+                "davis2016 (native size, top-k 40, every 3rd), youtubevos (short side 480, top-k 20, 4 frames "
+                "after the last memory frame)")
+_TOP_K_HELP = "memory entries each query pixel reads (top-k of the affinity; default: preset)"
+_MEM_EVERY_HELP = "add a frame to the memory every N frames (default: preset)"
+_RESOLUTION_HELP = "short side to resize the frames to (>= 16), or 'native' (default: model's, else preset)"
+_DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+_NO_PROGRESS_HELP = "no progress bar"
+_VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi")
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``rdevos: error: ... (see 'rdevos segment --help')``, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"rdevos: error: {message} (see '{self.prog} --help')\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` only where the help does not already say the default and there is one to say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or action.default == []:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {value}")
+    return value
+
+
+def _resolution(text: str) -> int | str:
+    """'native' or a short side >= 16."""
+    if text == "native":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'native' or a short side in pixels (>= 16), got {text!r}") from None
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"must be 'native' or a short side in pixels (>= 16), got {value}")
+    return value
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _device(text: str) -> str:
+    if not _DEVICE_RE.match(text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: choose auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
+def _csv_of(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    """Type for comma-separated values, each checked by ``item``."""
+
+    def parse(text: str) -> list[Any]:
+        parts = [x.strip() for x in text.split(",") if x.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"needs at least one {what}, got {text!r}")
+        out = []
+        for x in parts:
+            try:
+                out.append(item(x))
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentTypeError(f"{x!r}: {e}") from None
+        return out
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"unknown value {text!r}: choose from {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _objects_spec(text: str) -> int | str:
+    if text == "dynamic":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'dynamic', got {text!r}") from None
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        rank, world = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must look like I/N (shard I of N, 0 <= I < N), got {text!r}") from None
+    if not 0 <= rank < world:
+        raise argparse.ArgumentTypeError(f"must look like I/N with 0 <= I < N, got {text!r}")
+    return rank, world
+
+
+def _writable_ancestor(path: Path, option: str, target: Path) -> None:
+    """The nearest existing folder above ``path`` (or ``path`` itself) must be a writable folder."""
+    anc = path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UsageError(f"{option} {target}: {anc} is a file, so no folder can be made under it")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {target}: cannot write into {anc} (permission denied)")
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """An output folder: missing (it will be made) or an existing writable folder, never a file."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is an existing file; give a folder (it is created if missing)")
+    _writable_ancestor(path, option, path)
+
+
+def check_output_file(path: Path, option: str, suffixes: Sequence[str] = ()) -> None:
+    """An output file that can be written: not a folder, the wanted suffix, a writable folder above it."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name"
+                         + (f" ending in {suffixes[0]}, e.g. {path / ('out' + suffixes[0])}" if suffixes else ""))
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UsageError(f"{option} {path}: the file name must end in {', '.join(suffixes)}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path} exists and cannot be overwritten (permission denied)")
+    _writable_ancestor(path.parent, option, path)
+
+
+def check_input_dir(path: Path, option: str) -> None:
+    if not path.exists():
+        raise UsageError(f"{option} {path} does not exist")
+    if not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder")
+
+
+def check_input_file(path: Path, option: str) -> None:
+    if not path.exists():
+        raise UsageError(f"{option} {path} does not exist")
+    if not path.is_file():
+        raise UsageError(f"{option} {path} is a folder, not a file")
+
+
+def check_device(spec: str, option: str = "--device") -> None:
+    """Refuse a device this machine does not have (CUDA without CUDA, cuda:N past the last GPU, MPS)."""
+    import torch
+
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support (a CPU build)" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise UsageError(f"{option} {spec}: CUDA is not available: {why}; use --device cpu or auto")
+        if ":" in spec and int(spec.split(":")[1]) >= torch.cuda.device_count():
+            raise UsageError(f"{option} {spec}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    if spec == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError(f"{option} mps: Apple MPS is not available on this machine; use --device cpu or auto")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -38,7 +244,7 @@ def _peak_rss_mib() -> float:
 
 
 def _inference_config(args: argparse.Namespace, preset: str, precision: str, model: RDEVOS | None = None
-                      ) -> InferenceConfig:
+                      ) -> InferenceConfig:  # --resolution/--top-k/--mem-every were checked by argparse
     """The preset, then the model's own inference defaults (e.g. its training resolution), then the command
     line's --resolution/--top-k/--mem-every and the precision."""
     from rdevos.config import InferenceConfig, Precision
@@ -62,61 +268,90 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "segment", parents=[_COMMON], help="segment objects through a video or a folder of frames",
         description="Propagate object masks through a video. INPUT is a folder of frames (jpg/png/webp, natural "
                     "order), a video file (mp4/mov/mkv/avi/webm) or a stream URL. Writes one palette PNG per frame "
-                    "into OUT as each frame is done; re-running into OUT resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "into OUT as each frame is done; re-running into OUT resumes. Masks may be palette, greyscale "
+                    "or colour PNGs (black = background; DAVIS palette colours keep their index, other colours "
+                    "are numbered by first appearance, row by row).",
+        formatter_class=_HelpFormatter)
     p.add_argument("input", help="frame folder, video file or stream URL")
     p.add_argument("--mask", action="append", default=[], metavar="PNG[@FRAME]",
-                   help="label mask (palette or greyscale PNG) for frame FRAME (default 0); repeatable")
-    p.add_argument("--masks-dir", type=Path, help="folder of masks named like the frames (or by frame index)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder for the palette PNGs")
+                   help="mask for frame FRAME (default 0): palette, greyscale or colour PNG; repeatable")
+    p.add_argument("--masks-dir", type=Path, metavar="DIR",
+                   help="folder of PNG masks named like the frames (e.g. 00000.png) or by frame index")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
+                   help="output folder for the palette PNGs (created if missing)")
     p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps")
+    p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
                    help="default: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
-    p.add_argument("--preset", default="modelscope", choices=["modelscope", "davis2017", "davis2016", "youtubevos"])
-    p.add_argument("--resolution", default=None, help="short side to resize to, or 'native' (default: preset)")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--mem-every", type=int, default=None)
-    p.add_argument("--direction", choices=["forward", "backward", "both"], default="forward")
-    p.add_argument("--overlay", type=Path, help="write an H.264 mp4 with coloured masks over the frames")
+    p.add_argument("--preset", default="modelscope", choices=PRESETS, help=_PRESET_HELP)
+    p.add_argument("--resolution", type=_resolution, default=None, help=_RESOLUTION_HELP)
+    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help=_TOP_K_HELP)
+    p.add_argument("--mem-every", type=_positive_int, default=None, metavar="N", help=_MEM_EVERY_HELP)
+    p.add_argument("--direction", choices=["forward", "backward", "both"], default="forward",
+                   help="forward from the first mask to the end, backward from the last mask to frame 0, or both "
+                        "(forward, then backward from the first mask)")
+    p.add_argument("--overlay", type=Path, metavar="MP4", help="write an H.264 mp4 with coloured masks over the frames")
     p.add_argument("--gif", type=Path, help="write a small animated GIF preview")
     p.add_argument("--save-probs", action="store_true", help="also store soft masks (OUT/probs/*.npz)")
     p.add_argument("--per-object", action="store_true", help="also write OUT/objects/<id>/<frame>.png (0/255)")
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster frames)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
     p.set_defaults(func=_cmd_segment)
 
 
-def _parse_masks(args: argparse.Namespace, names: list[str] | None) -> list[tuple[int, Path]]:
-    from rdevos.errors import InputError
+_MASKS_DIR_EXPECTS = "PNG masks named like the frames (e.g. 00000.png for frame 00000.jpg) or by frame index"
 
+
+def _parse_masks(args: argparse.Namespace, names: list[str] | None) -> list[tuple[int, Path]]:
+    """(frame index, file) of every --mask and --masks-dir mask, sorted; raises UsageError naming the problem."""
     out: list[tuple[int, Path]] = []
     for spec in args.mask:
         path, _, frame = spec.rpartition("@") if "@" in spec else (spec, "", "0")
         try:
             idx = int(frame)
         except ValueError:
-            raise InputError(f"--mask {spec!r}: the part after '@' must be a frame index") from None
+            raise UsageError(f"--mask {spec!r}: the part after '@' must be a frame index") from None
+        if idx < 0:
+            raise UsageError(f"--mask {spec!r}: the frame index must be >= 0")
+        if not Path(path).is_file():
+            raise UsageError(f"--mask {spec!r}: mask file not found: {path}")
         out.append((idx, Path(path)))
     if args.masks_dir:
         d = Path(args.masks_dir)
-        if not d.is_dir():
-            raise InputError(f"--masks-dir {d} is not a folder")
+        check_input_dir(d, "--masks-dir")
         lookup = {n: i for i, n in enumerate(names or [])}
-        for f in sorted(d.glob("*.png")):
+        found = sorted(f for f in d.iterdir() if f.suffix.lower() == ".png" and not f.name.startswith("."))
+        if not found:
+            others = sorted(f.name for f in d.iterdir() if not f.name.startswith("."))
+            raise UsageError(f"--masks-dir {d} holds no PNG file (expected {_MASKS_DIR_EXPECTS})"
+                             + (f"; it has {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}"
+                                if others else "; it is empty"))
+        for f in found:
             if f.stem in lookup:
                 out.append((lookup[f.stem], f))
             elif f.stem.isdigit():
                 out.append((int(f.stem), f))
             else:
-                raise InputError(f"mask {f} matches no frame name and is not a frame index")
+                raise UsageError(f"--masks-dir: mask {f} matches no frame name and is not a frame index "
+                                 f"(expected {_MASKS_DIR_EXPECTS})")
     if not out:
-        raise InputError("no mask given: pass --mask FIRST.png (for frame 0) or --masks-dir DIR")
-    for _, f in out:
-        if not f.is_file():
-            raise InputError(f"mask file not found: {f}")
+        raise UsageError("no mask given: pass --mask FIRST.png (for frame 0) or --masks-dir DIR")
     return sorted(out)
+
+
+def _log_mask_objects(masks: list[tuple[int, Path, Any]]) -> None:
+    """Objects first given on a later frame are the normal workflow (INFO, from the session); a later mask that
+    re-annotates an object tracked from an earlier frame replaces its prediction there: say so (WARNING)."""
+    first_frame: dict[int, int] = {}
+    for idx, f, lm in masks:
+        again = [i for i in lm.object_ids if i in first_frame and first_frame[i] < idx]
+        if again:
+            logger.warning("mask %s (frame %d) also holds object(s) %s, tracked since frame(s) %s: its pixels replace "
+                           "their propagated masks from frame %d on", f, idx, again,
+                           sorted({first_frame[i] for i in again}), idx)
+        for i in lm.object_ids:
+            first_frame.setdefault(i, idx)
 
 
 def _signature(args: argparse.Namespace, masks: list[tuple[int, Path]], config: object) -> str:
@@ -134,41 +369,48 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from rdevos.device import default_precision, resolve_device
-    from rdevos.errors import InputError
     from rdevos.hub import load_model
     from rdevos.inference.session import Direction, VideoSession
     from rdevos.io.frames import open_frames
-    from rdevos.io.masks import (DAVIS_PALETTE, atomic_write, read_mask, write_mask, write_object_masks,
-                                 write_probabilities)
+    from rdevos.io.masks import (DAVIS_PALETTE, atomic_write, fit_mask_to_frame, read_mask, write_mask,
+                                 write_object_masks, write_probabilities)
 
+    # Every option first: nothing is read, loaded or segmented before the command line is known to be usable.
     if not os.path.exists(args.input) and "://" not in args.input and not args.input.startswith("/dev/"):
-        raise InputError(f"input not found: {args.input}")
+        raise UsageError(f"input not found: {args.input} (give a frame folder, a video file or a stream URL)")
+    out: Path = args.output
+    check_output_dir(out, "-o/--output")
+    if args.overlay:
+        check_output_file(args.overlay, "--overlay", _VIDEO_SUFFIXES)
+    if args.gif:
+        check_output_file(args.gif, "--gif")
+    check_device(args.device)
+    if not args.mask and not args.masks_dir:
+        raise UsageError("no mask given: pass --mask FIRST.png (for frame 0) or --masks-dir DIR")
+
     device = resolve_device(args.device)
     source = open_frames(args.input)
-    names = source.names
-    masks = _parse_masks(args, names)
+    masks = _parse_masks(args, source.names)
+    read = [(idx, f, fit_mask_to_frame(read_mask(f), source.size, name=f"mask {f}")) for idx, f in masks]
+    _log_mask_objects(read)
+    state_file = out / ".rdevos-resume.pt"
+    meta_file = out / ".rdevos-run.json"
+    if not args.overwrite and not meta_file.exists() and out.is_dir() and any(out.glob("*.png")):
+        raise UsageError(f"-o {out} already holds PNG files from another tool; use --overwrite or another folder")
+
     model = load_model(args.model, device=device)
     config = _inference_config(args, args.preset, args.precision or default_precision(device).value, model)
     if args.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     session = VideoSession(model, source, config, device=device)
     palette = None
-    for idx, f in masks:
-        lm = read_mask(f)
+    for idx, _f, lm in read:
         if palette is None:
             palette = lm.palette
-        known = set(session.object_ids)
-        new = [int(i) for i in lm.object_ids if int(i) not in known]
-        if known and new:
-            logger.warning("mask %s (frame %d) has labels %s not in earlier masks: tracked as new objects from there",
-                           f, idx, new)
         session.add_mask(idx, lm.labels)
     palette = palette or list(DAVIS_PALETTE)
 
-    out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
-    state_file = out / ".rdevos-resume.pt"
-    meta_file = out / ".rdevos-run.json"
     sig = _signature(args, masks, config)
     resume = None
     done = False
@@ -180,7 +422,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     elif meta_file.exists():
         meta = json.loads(meta_file.read_text())
         if meta.get("signature") != sig:
-            raise InputError(f"{out} holds results of a different run (other input, masks, model or settings); "
+            raise UsageError(f"-o {out} holds results of a different run (other input, masks, model or settings); "
                              "use --overwrite to replace them or choose another folder")
         done = bool(meta.get("complete"))
         if done:
@@ -189,8 +431,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             st = torch.load(state_file, map_location="cpu", weights_only=True)
             resume = (st["direction"], int(st["frame"]), st["state"])
             logger.info("resuming the %s pass after frame %d", st["direction"], st["frame"])
-    elif any(out.glob("*.png")):
-        raise InputError(f"{out} already holds PNG files from another tool; use --overwrite or another folder")
 
     if not done:
         with atomic_write(meta_file) as fh:
@@ -224,8 +464,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         mem = f"peak RSS {_peak_rss_mib():.0f} MiB"
         if device.type == "cuda":
             mem += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
-        logger.info("segmented %d frames in %.1f s (%.2f frames/s), %s -> %s", n, dt, n / max(dt, 1e-9), mem, out)
-        print(f"wrote {n} masks to {out} ({n / max(dt, 1e-9):.2f} frames/s, {mem})")
+        print(f"wrote {n} masks to {out} in {dt:.1f} s ({n / max(dt, 1e-9):.2f} frames/s, {mem})")
 
     if args.overlay or args.gif:
         _write_previews(args, source, out, palette)
@@ -262,23 +501,36 @@ def _write_previews(args: argparse.Namespace, source: object, out: Path, palette
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", parents=[_COMMON], help="DAVIS J&F of predicted masks (official-toolkit numbers)",
                        description="Compute J (region IoU) and F (boundary F-measure) exactly as the official "
-                                   "davis2017-evaluation code (semi-supervised), and write its CSV files.")
+                                   "davis2017-evaluation code (semi-supervised), write its CSV files (3 decimals) "
+                                   "and results.json (global, per-sequence, per-object and per-frame numbers at "
+                                   "full precision).", formatter_class=_HelpFormatter)
     p.add_argument("--gt", type=Path, required=True, help="annotations folder (<seq>/<frame>.png)")
     p.add_argument("--pred", type=Path, required=True, help="predictions folder (<seq>/<frame>.png)")
     p.add_argument("--sequences", nargs="*", help="only these sequences (default: all in --gt)")
-    p.add_argument("-o", "--output", type=Path, help="where to write the CSVs (default: --pred)")
-    p.add_argument("--split", default="val", help="name used in the CSV file names")
-    p.add_argument("--processes", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument("-o", "--output", type=Path, help="where to write the CSVs and results.json (default: --pred)")
+    p.add_argument("--split", default="val", help="DAVIS set name used in the CSV file names")
+    p.add_argument("--processes", type=_positive_int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument("--json", action="store_true", help="print results.json to stdout instead of the table")
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from rdevos.eval import evaluate_davis, format_table, write_official_csvs
+    from rdevos.eval import evaluate_davis, format_table, results_dict, write_official_csvs, write_results_json
 
-    res = evaluate_davis(args.gt, args.pred, args.sequences, processes=args.processes, progress=True)
-    paths = write_official_csvs(res, args.output or args.pred, split=args.split)
-    print(format_table(res))
-    print("wrote " + ", ".join(str(p) for p in paths))
+    check_input_dir(args.gt, "--gt")
+    check_input_dir(args.pred, "--pred")
+    out = args.output or args.pred
+    check_output_dir(out, "-o/--output")
+    res = evaluate_davis(args.gt, args.pred, args.sequences, processes=args.processes,
+                         progress=not args.no_progress and not args.json)
+    paths = [*write_official_csvs(res, out, split=args.split), write_results_json(res, out, split=args.split)]
+    if args.json:
+        print(json.dumps(results_dict(res, args.split), indent=1, allow_nan=False))
+        logger.info("wrote %s", ", ".join(str(p) for p in paths))
+    else:
+        print(format_table(res))
+        print("wrote " + ", ".join(str(p) for p in paths))
     return EXIT_OK
 
 
@@ -289,44 +541,56 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
         description="Segment a DAVIS / YouTube-VOS / generic dataset into OUT/<seq>/<frame>.png with the dataset's "
                     "official preset. Finished sequences are skipped on re-runs. Under torchrun (or with --shard "
                     "I/N) each process takes a deterministic share of the sequences.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=["davis2016", "davis2017", "youtubevos", "generic"], default="davis2017")
+        formatter_class=_HelpFormatter)
+    p.add_argument("--dataset", choices=["davis2016", "davis2017", "youtubevos", "generic"], default="davis2017",
+                   help="dataset layout and preset: DAVIS (JPEGImages/480p, Annotations/480p, ImageSets), "
+                        "YouTube-VOS (<split>/JPEGImages, Annotations, meta.json) or generic "
+                        "(JPEGImages/<seq>, Annotations/<seq>)")
     p.add_argument("--root", type=Path, required=True, help="dataset folder")
-    p.add_argument("--split", default="val")
-    p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--method", choices=["model", "copy-first-mask", "flow"], default="model")
+    p.add_argument("--split", default="val",
+                   help="which sequences: the DAVIS ImageSets list (val, train, test-dev) or the YouTube-VOS "
+                        "folder (valid, test)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (OUT/<seq>/<frame>.png)")
+    p.add_argument("--method", choices=["model", "copy-first-mask", "flow"], default="model",
+                   help="the model, or a baseline: copy the first mask / warp it with optical flow")
     p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
     p.add_argument("--sequences", nargs="*", help="only these sequences")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="fp32 reproduces the reference numerics")
-    p.add_argument("--resolution", default=None, help="override the preset's short side, or 'native'")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--mem-every", type=int, default=None)
-    p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (default: RANK/WORLD_SIZE)")
+    p.add_argument("--resolution", type=_resolution, default=None,
+                   help="override the preset's short side (>= 16), or 'native'")
+    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help=_TOP_K_HELP)
+    p.add_argument("--mem-every", type=_positive_int, default=None, metavar="N", help=_MEM_EVERY_HELP)
+    p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                   help="run shard I of N (default: RANK/WORLD_SIZE)")
     p.add_argument("--all-frames-root", type=Path, default=None,
                    help="YouTube-VOS: every frame (valid_all_frames); default: found next to the split")
     p.add_argument("--no-all-frames", action="store_true", help="YouTube-VOS: segment the required frames only")
-    p.add_argument("--eval", action="store_true", help="score the predictions (DAVIS J&F) when all are done")
+    p.add_argument("--eval", action="store_true",
+                   help="score the predictions (DAVIS J&F, CSVs and results.json in OUT) when all are done")
     p.add_argument("--zip", type=Path, help="write a submission zip when all sequences are done")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
     p.set_defaults(func=_cmd_run_dataset)
 
 
 def _cmd_run_dataset(args: argparse.Namespace) -> int:
     from rdevos.device import resolve_device
-    from rdevos.errors import InputError
     from rdevos.eval.runners import Dataset, Method, find_layout, make_submission_zip, run_dataset
 
     ds = Dataset(args.dataset)
     if args.eval and ds is Dataset.YOUTUBEVOS:
-        raise InputError("--eval needs full ground truth; YouTube-VOS validation masks are not public: submit the "
+        raise UsageError("--eval needs full ground truth; YouTube-VOS validation masks are not public: submit the "
                          "--zip to the evaluation server")
+    check_input_dir(args.root, "--root")
+    check_output_dir(args.output, "-o/--output")
+    if args.all_frames_root is not None:
+        check_input_dir(args.all_frames_root, "--all-frames-root")
+    if args.zip:
+        check_output_file(args.zip, "--zip", (".zip",))
+    check_device(args.device)
     if args.shard:
-        try:
-            rank, world = (int(x) for x in args.shard.split("/"))
-        except ValueError:
-            raise InputError(f"--shard must look like I/N, got {args.shard!r}") from None
+        rank, world = args.shard
     else:
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = resolve_device(args.device)
@@ -356,11 +620,13 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
         make_submission_zip(args.output, args.zip, dataset=ds, sequences=seqs)
         print(f"wrote {args.zip}")
     if args.eval:
-        from rdevos.eval import evaluate_davis, format_table, write_official_csvs
+        from rdevos.eval import evaluate_davis, format_table, write_official_csvs, write_results_json
 
         res = evaluate_davis(find_layout(args.root, ds, args.split).annotations, args.output, seqs)
-        write_official_csvs(res, args.output, split=args.split)
+        paths = [*write_official_csvs(res, args.output, split=args.split),
+                 write_results_json(res, args.output, split=args.split)]
         print(format_table(res))
+        print("wrote " + ", ".join(str(p) for p in paths))
     return EXIT_OK
 
 
@@ -373,39 +639,57 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                     "not mix. Without --model: the official architecture with random weights (speed and memory do "
                     "not depend on the weights). --reference also runs the ModelScope reference (CPU, fp32; only "
                     "from a source checkout).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--resolutions", default="480", help="short sides in pixels, comma-separated")
-    p.add_argument("--lengths", default="25,100", help="video lengths in frames, comma-separated")
-    p.add_argument("--precision", default="fp32", help="comma-separated: fp32,bf16,fp16")
-    p.add_argument("--device", default="auto", help="comma-separated: auto,cpu,cuda,mps")
-    p.add_argument("--objects", type=int, default=2)
+        formatter_class=_HelpFormatter)
+    p.add_argument("--resolutions", type=_csv_of(_resolution_px, "short side"), default=[480], metavar="LIST",
+                   help="short sides in pixels (>= 16), comma-separated (default: 480)")
+    p.add_argument("--lengths", type=_csv_of(_positive_int, "length"), default=[25, 100], metavar="LIST",
+                   help="video lengths in frames, comma-separated (default: 25,100)")
+    p.add_argument("--precision", type=_csv_of(_choice("fp32", "bf16", "fp16"), "precision"), default=["fp32"],
+                   metavar="LIST", help="comma-separated: fp32,bf16,fp16 (default: fp32)")
+    p.add_argument("--device", type=_csv_of(_device, "device"), default=["auto"], metavar="LIST",
+                   help="comma-separated: auto,cpu,cuda,cuda:N,mps (default: auto)")
+    p.add_argument("--objects", type=_positive_int, default=2, help="objects tracked (the sample object split "
+                                                                    "into this many parts)")
     p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: random official weights)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--mem-every", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up frames before each timed video")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, see OMP_NUM_THREADS)")
+    p.add_argument("--top-k", type=_positive_int, default=40, metavar="K", help="memory entries each query pixel reads")
+    p.add_argument("--mem-every", type=_positive_int, default=3, metavar="N",
+                   help="add a frame to the memory every N frames")
+    p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed warm-up frames before each timed video")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads (default: torch's, see OMP_NUM_THREADS)")
     p.add_argument("--reference", action="store_true", help="also measure the reference implementation")
-    p.add_argument("--max-reference-length", type=int, default=400, help="longest video for the O(T) reference")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per configuration")
+    p.add_argument("--max-reference-length", type=_positive_int, default=400,
+                   help="longest video for the O(T) reference")
+    p.add_argument("--timeout", type=_positive_float, default=None, help="seconds per configuration")
     p.add_argument("-o", "--output", type=Path, help="write the results as JSON")
     p.add_argument("--plot", type=Path, help="PNG of s/frame and peak memory against length (needs rdevos[bench])")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
     p.set_defaults(func=_cmd_bench)
+
+
+def _resolution_px(text: str) -> int:
+    value = _resolution(text)
+    if isinstance(value, str):
+        raise argparse.ArgumentTypeError("must be a short side in pixels (>= 16)")
+    return value
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from rdevos.eval import bench
 
+    for d in args.device:
+        if d != "auto":
+            check_device(d)
+    if args.output:
+        check_output_file(args.output, "-o/--output")
     if args.plot:
+        check_output_file(args.plot, "--plot", (".png",))
         bench.require_matplotlib()  # fail before minutes of measuring
     report = bench.run_bench(
-        resolutions=bench.parse_int_list(args.resolutions, "--resolutions"),
-        lengths=bench.parse_int_list(args.lengths, "--lengths"),
-        precisions=[x.strip() for x in args.precision.split(",") if x.strip()],
-        devices=[x.strip() for x in args.device.split(",") if x.strip()], objects=args.objects, model=args.model,
-        reference=args.reference, top_k=args.top_k, mem_every=args.mem_every, warmup=args.warmup,
-        threads=args.threads, max_reference_length=args.max_reference_length, timeout=args.timeout,
-        progress=not args.no_progress)
+        resolutions=args.resolutions, lengths=args.lengths, precisions=args.precision, devices=args.device,
+        objects=args.objects, model=args.model, reference=args.reference, top_k=args.top_k,
+        mem_every=args.mem_every, warmup=args.warmup, threads=args.threads,
+        max_reference_length=args.max_reference_length, timeout=args.timeout, progress=not args.no_progress)
     print(bench.format_bench_table(report))
     if args.output:
         print(f"wrote {report.write_json(args.output)}")
@@ -416,25 +700,35 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", parents=[_COMMON], help="train a model (all stages of a YAML config; resumable; works under torchrun)",
+    p = sub.add_parser("train", parents=[_COMMON],
+                       help="train a model (all stages of a YAML config; resumable; works under torchrun)",
                        description="Train RDE-VOS. Presets live in configs/*.yaml; override fields with dotted "
                                    "KEY=VALUE pairs. Several processes/GPUs: torchrun --nproc_per_node N -m "
-                                   "rdevos.train --config X.yaml.")
-    p.add_argument("--config", required=True, help="YAML preset, e.g. configs/lite-davis.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stages.0.iterations=100 precision=fp32")
+                                   "rdevos.train --config X.yaml.", formatter_class=_HelpFormatter)
+    p.add_argument("--config", type=Path, required=True, help="YAML preset, e.g. configs/lite-davis.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. stages.0.iterations=100 precision=fp32")
     p.add_argument("--no-resume", action="store_true", help="start fresh (refused if output_dir has checkpoints)")
-    p.add_argument("--resume-from", default=None, help="resume from this training checkpoint file")
-    p.add_argument("--max-iterations", type=int, default=None,
+    p.add_argument("--resume-from", type=Path, default=None, help="resume from this training checkpoint file")
+    p.add_argument("--max-iterations", type=_positive_int, default=None,
                    help="stop after this many iterations in this call (a resumable checkpoint is written)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from rdevos.train import TrainConfig, run_training
 
-    config = TrainConfig.from_yaml(args.config, args.overrides)
-    resume: bool | str = args.resume_from if args.resume_from else not args.no_resume
+    check_input_file(args.config, "--config")
+    bad = [o for o in args.overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise UsageError(f"overrides must look like KEY=VALUE (e.g. stages.0.iterations=100), got {bad[0]!r}")
+    if args.resume_from is not None:
+        check_input_file(args.resume_from, "--resume-from")
+        if args.no_resume:
+            raise UsageError("--resume-from and --no-resume contradict each other; give one")
+    config = TrainConfig.from_yaml(str(args.config), args.overrides)
+    resume: bool | str = str(args.resume_from) if args.resume_from else not args.no_resume
     path = run_training(config, resume=resume, progress=not args.no_progress, max_iterations=args.max_iterations)
     if int(os.environ.get("RANK", "0") or 0) == 0:
         print(path)
@@ -448,16 +742,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         description="Start the web app (Gradio). Upload a video or frames, draw objects, run in the background, "
                     "fix frames, download masks and an overlay video. Jobs and results live in --work-dir; a run "
                     "goes on when the page is closed and a restarted server lists (and continues) earlier jobs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything else than this machine gets "
                                                        "access without login")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=_port, default=7860, help="port to listen on")
     p.add_argument("--work-dir", type=Path, default=Path("rdevos-work"), help="folder for jobs, uploads and results")
     p.add_argument("--model", help="default checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps")
-    p.add_argument("--resolution", default="480", help="default short side to resize to, or 'native'")
-    p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest upload accepted (MiB)")
-    p.add_argument("--max-frames", type=int, default=10000, help="most frames per video")
+    p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
+    p.add_argument("--resolution", default="480", help="short side new jobs resize to (>= 16), or 'native'")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=500.0, help="largest upload accepted (MiB)")
+    p.add_argument("--max-frames", type=_positive_int, default=10000, help="most frames per video")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.set_defaults(func=_cmd_serve)
 
@@ -473,7 +767,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from rdevos_web.jobs import RunSettings
 
     if args.resolution != "native" and not (args.resolution.isdigit() and int(args.resolution) >= 16):
+        # exit status 1, not 2: tests/web/test_serve_cli.py pins it
         raise InputError(f"--resolution must be 'native' or a number >= 16, got {args.resolution!r}")
+    check_output_dir(args.work_dir, "--work-dir")
+    check_device(args.device)
     settings = RunSettings(model=args.model, device=args.device,
                            resolution=None if args.resolution == "native" else int(args.resolution))
     serve(ServeOptions(work_dir=args.work_dir, host=args.host, port=args.port, settings=settings,
@@ -489,18 +786,19 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                     "update) graphs with dynamic frame size, and manifest.json with the settings and "
                     "preprocessing. Run an ONNX export without torch: rdevos.export.OnnxEngine(OUT) "
                     "(pip install 'rdevos[export]').",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+        formatter_class=_HelpFormatter)
+    p.add_argument("--format", choices=["onnx", "torchscript"], required=True, help="graph format")
     p.add_argument("--model", required=True, help="checkpoint, ModelScope dir/id, URL or name")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
-    p.add_argument("--objects", default="dynamic", help="a fixed number of objects K, or 'dynamic'")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    p.add_argument("--preset", default="modelscope", choices=["modelscope", "davis2017", "davis2016", "youtubevos"],
-                   help="inference settings recorded in the manifest")
-    p.add_argument("--resolution", default=None, help="short side to resize to, or 'native' (default: preset)")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--mem-every", type=int, default=None)
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="weights and activations")
+    p.add_argument("--objects", type=_objects_spec, default="dynamic",
+                   help="a fixed number of objects K in the graphs' shapes, or 'dynamic' (any number)")
+    p.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--preset", default="modelscope", choices=PRESETS,
+                   help="inference settings recorded in the manifest: " + _PRESET_HELP.split(": ", 1)[1])
+    p.add_argument("--resolution", type=_resolution, default=None, help=_RESOLUTION_HELP)
+    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help=_TOP_K_HELP)
+    p.add_argument("--mem-every", type=_positive_int, default=None, metavar="N", help=_MEM_EVERY_HELP)
     p.set_defaults(func=_cmd_export)
 
 
@@ -508,6 +806,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from rdevos.export import export_model
     from rdevos.hub import load_model
 
+    if args.opset is not None and args.format != "onnx":
+        raise UsageError(f"--opset is for ONNX exports only (got --format {args.format})")
+    check_output_dir(args.output, "-o/--output")
     model = load_model(args.model, device="cpu")
     config = _inference_config(args, args.preset, args.precision, model)
     manifest = export_model(model, args.output, format=args.format, config=config, precision=args.precision,
@@ -518,23 +819,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- models
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", parents=[_COMMON], help="list named models")
+    p = sub.add_parser("models", parents=[_COMMON], help="list named models (the default is marked)",
+                       formatter_class=_HelpFormatter)
     p.set_defaults(func=_cmd_models)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from rdevos.hub.registry import REGISTRY
+    from rdevos.hub.registry import DEFAULT_MODEL, REGISTRY
 
     for name, spec in sorted(REGISTRY.items()):
-        print(f"{name}\n    {spec.description} [{spec.license}]")
+        mark = " (default: used when no --model / model= is given)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{mark}\n    {spec.description} [{spec.license}]")
     return EXIT_OK
 
 
 def _common_parser() -> argparse.ArgumentParser:
-    # -v/-q work before or after the subcommand; SUPPRESS keeps a subcommand from resetting the global value.
+    # -v/-q/--debug work before or after the subcommand; SUPPRESS keeps a subcommand from resetting the global value.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging (-vv: debug)")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings only")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error instead of the one-line message")
     return common
 
 
@@ -544,10 +849,14 @@ _COMMON = _common_parser()
 def build_parser() -> argparse.ArgumentParser:
     from rdevos import __version__
 
-    parser = argparse.ArgumentParser(prog="rdevos", description="RDE-VOS video object segmentation.")
+    parser = _Parser(prog="rdevos", description="RDE-VOS video object segmentation.",
+                     epilog="Errors are one line; exit status 2 for a bad option, 1 for a failure while working. "
+                            "--debug shows the traceback.")
     parser.add_argument("--version", action="version", version=f"rdevos {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of the one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_segment(sub)
     _add_eval(sub)
@@ -560,8 +869,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage)."""
+    """Run the CLI; returns the exit code (0 ok, 1 error while working, 2 bad option, 130 interrupted)."""
     from rdevos.errors import RDEVOSError
 
     parser = build_parser()
@@ -575,9 +890,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args))
-    except RDEVOSError as e:
-        print(f"rdevos: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    except (RDEVOSError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"rdevos: error: {_error_line(e)}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_ERROR
     except KeyboardInterrupt:
         print("rdevos: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -5,7 +5,7 @@ Every error a user can trigger with bad input derives from :class:`RDEVOSError`,
 
 from __future__ import annotations
 
-__all__ = ["RDEVOSError", "InputError", "CheckpointError", "ModelNotFoundError"]
+__all__ = ["RDEVOSError", "InputError", "UsageError", "CheckpointError", "ModelNotFoundError"]
 
 
 class RDEVOSError(Exception):
@@ -22,3 +22,10 @@ class CheckpointError(RDEVOSError):
 
 class ModelNotFoundError(RDEVOSError, FileNotFoundError):
     """A model id, path or URL could not be resolved to weights."""
+
+
+class UsageError(InputError):
+    """A bad command-line option: a malformed or out-of-range value, or a path that cannot be used.
+
+    The CLI reports it on one line and exits with status 2, like argparse's own errors.
+    """

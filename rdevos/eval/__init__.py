@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rdevos.eval.evaluate import EvalResult, evaluate_davis
-from rdevos.eval.report import format_table, write_official_csvs
+from rdevos.eval.report import format_table, results_dict, write_official_csvs, write_results_json
 
-__all__ = ["EvalResult", "evaluate_davis", "format_table", "write_official_csvs"]
+__all__ = ["EvalResult", "evaluate_davis", "format_table", "results_dict", "write_official_csvs",
+           "write_results_json"]

@@ -221,7 +221,7 @@ def evaluate_davis(
         if bar is not None:
             bar.close()
     result = EvalResult.from_sequences(results)
-    logger.info("J&F-Mean %.4f (J %.4f, F %.4f) over %d object(s)", result.jf_mean,
+    logger.debug("J&F-Mean %.4f (J %.4f, F %.4f) over %d object(s)", result.jf_mean,
                 result.global_metrics["J-Mean"], result.global_metrics["F-Mean"], len(result.objects))
     return result
 

@@ -226,7 +226,7 @@ class OverlayWriter:
             assert self._tmp is not None
             os.replace(self._tmp, self.path)
             self._tmp = None
-            logger.info("wrote overlay video %s (%d frames)", self.path, self.frames_written)
+            logger.debug("wrote overlay video %s (%d frames)", self.path, self.frames_written)
         except BaseException:
             self._cleanup()
             raise
@@ -353,7 +353,7 @@ class GifWriter:
         first.save(buf, format="GIF", save_all=True, append_images=rest, duration=duration, loop=0, disposal=1)
         with atomic_write(self.path) as fh:
             fh.write(buf.getvalue())
-        logger.info("wrote GIF preview %s (%d frames)", self.path, len(self._frames))
+        logger.debug("wrote GIF preview %s (%d frames)", self.path, len(self._frames))
         self._frames = []
 
     def __enter__(self) -> GifWriter:

@@ -36,9 +36,14 @@ def test_export_errors(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture
     base = ["-q", "export", "--model", str(ckpt), "-o", str(tmp_path / "o")]
     assert main([*base, "--format", "tflite"]) == 2
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
-    assert main([*base, "--format", "torchscript", "--objects", "many"]) == 1
+    assert main([*base, "--format", "torchscript", "--objects", "many"]) == 2
     assert "positive number or 'dynamic'" in capsys.readouterr().err
-    assert main([*base, "--format", "torchscript", "--opset", "17"]) == 1
+    assert main([*base, "--format", "torchscript", "--objects", "0"]) == 2
+    assert "positive number or 'dynamic', got '0'" in capsys.readouterr().err
+    assert main([*base, "--format", "torchscript", "--opset", "17"]) == 2
     assert "ONNX exports only" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["-q", "export", "--format", "onnx", "--model", str(ckpt), "-o", str(tmp_path / "file")]) == 2
+    assert "is an existing file" in capsys.readouterr().err
     assert main(["-q", "export", "--format", "onnx", "--model", str(tmp_path / "none.pt"), "-o", "x"]) == 1
     assert "none.pt' is not a file" in capsys.readouterr().err

@@ -93,7 +93,7 @@ def test_resume_after_interruption_matches_clean_run(tmp_path: Path, ckpt: Path,
     a, b = _pngs(clean), _pngs(out)
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     # A different run into the same folder is refused; --overwrite redoes it.
-    assert _run(FRAMES, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "5") == 1
+    assert _run(FRAMES, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "5") == 2
     assert _run(FRAMES, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "5", "--overwrite") == 0
 
 
@@ -112,7 +112,7 @@ def test_masks_mid_video(tmp_path: Path, ckpt: Path) -> None:
 
 def test_bad_inputs(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert _run(tmp_path / "nope", "--mask", MASK, "-o", out, "--model", ckpt) == 1
+    assert _run(tmp_path / "nope", "--mask", MASK, "-o", out, "--model", ckpt) == 2
     assert "input not found" in capsys.readouterr().err
     small = tmp_path / "small.png"
     Image.open(MASK).resize((10, 10)).save(small)
@@ -135,10 +135,11 @@ def test_bad_inputs(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[st
     assert "00003.jpg" in capsys.readouterr().err
     assert sorted(p.stem for p in (tmp_path / "o2").glob("*.png")) == ["00000", "00001", "00002"]
     assert not list((tmp_path / "o2").glob(".*.tmp"))
-    rgb = tmp_path / "rgb.png"
-    Image.open(MASK).convert("RGB").save(rgb)
-    assert _run(FRAMES, "--mask", rgb, "-o", tmp_path / "o3", "--model", ckpt) == 1
-    assert "RGB" in capsys.readouterr().err
+    photo = tmp_path / "photo.png"
+    Image.open(FRAMES / "00000.jpg").save(photo)
+    assert _run(FRAMES, "--mask", photo, "-o", tmp_path / "o3", "--model", ckpt) == 1
+    err = capsys.readouterr().err
+    assert "photo.png" in err and "colours" in err and "photo" in err
     assert _run(FRAMES, "--mask", MASK, "-o", tmp_path / "o4") in (0, 1)  # embedded model or a clear error
     assert main(["segment", "--help"]) == 0
 

@@ -57,10 +57,18 @@ def test_random_weights_row_and_table() -> None:
 
 
 def test_bench_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["-q", "bench", "--lengths", "10,x"]) == 1
-    assert "--lengths must be comma-separated integers" in capsys.readouterr().err
-    assert main(["-q", "bench", "--lengths", "2", "--precision", "fp8"]) == 1
-    assert "unknown precision" in capsys.readouterr().err
+    # bad options: one line, exit status 2, before anything is measured
+    for args, words in [(["--lengths", "10,x"], "argument --lengths: 'x': must be a whole number"),
+                        (["--lengths", "0"], "argument --lengths: '0': must be >= 1"),
+                        (["--resolutions", "8"], "argument --resolutions: '8': must be"),
+                        (["--precision", "fp8"], "argument --precision: 'fp8': unknown value"),
+                        (["--device", "cpu,gpu"], "argument --device: 'gpu': unknown device"),
+                        (["--objects", "0"], "argument --objects: must be >= 1"),
+                        (["--timeout", "-1"], "argument --timeout: must be a number > 0"),
+                        (["--plot", str(tmp_path)], "is a folder")]:
+        assert main(["-q", "bench", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("rdevos: error: ") and err.count("\n") == 1 and words in err, (args, err)
     with pytest.raises(InputError, match="cannot split"):
         bench.run_bench(resolutions=[16], lengths=[2], objects=40, progress=False)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
