@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import av
@@ -11,6 +12,7 @@ from PIL import Image
 import rdevos.io.masks as masks_mod
 from rdevos.cli import main
 from rdevos.hub import save_checkpoint
+from rdevos.io.masks import read_mask, write_mask
 from rdevos.model.network import RDEVOS
 from tests.conftest import SAMPLE
 
@@ -154,3 +156,82 @@ def test_model_inference_defaults_apply_unless_overridden(tmp_path: Path, tiny_m
     settings = json.loads((tmp_path / "b" / ".rdevos-run.json").read_text())["settings"]
     assert settings["resolution"] == 64 and settings["top_k"] == 7
     assert len(list((tmp_path / "b").glob("*.png"))) == N
+
+
+@pytest.fixture
+def short_clip(tmp_path: Path) -> Path:
+    """The first 7 sample frames (480x270)."""
+    d = tmp_path / "frames7"
+    d.mkdir()
+    for f in sorted(FRAMES.glob("*.jpg"))[:7]:
+        (d / f.name).write_bytes(f.read_bytes())
+    return d
+
+
+def _levels(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level and r.name.startswith("rdevos")]
+
+
+def test_mask_a_pixel_narrower_than_the_frames_is_resized(tmp_path: Path, ckpt: Path, short_clip: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    # like Cutie's 'judo' example: an 853x480 mask for 854x480 frames; here 479x270 for 480x270
+    narrow = tmp_path / "narrow.png"
+    im = Image.open(MASK)
+    small = im.resize((479, 270), Image.NEAREST)
+    small.putpalette(im.getpalette())
+    small.save(narrow)
+    assert _run(short_clip, "--mask", narrow, "-o", tmp_path / "out", "--model", ckpt) == 0
+    first = np.asarray(Image.open(tmp_path / "out" / "00000.png"))
+    assert first.shape == (270, 480) and (first == np.asarray(im)).mean() > 0.99
+    warnings = _levels(caplog, logging.WARNING)
+    assert any("270x479" in w and "resized" in w for w in warnings), warnings
+    # a real mismatch stays a clear error
+    half = tmp_path / "half.png"
+    im.resize((240, 135), Image.NEAREST).save(half)
+    assert _run(short_clip, "--mask", half, "-o", tmp_path / "o2", "--model", ckpt) == 1
+
+
+def test_objects_on_later_frames_are_info_overwrites_warn(tmp_path: Path, ckpt: Path, short_clip: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    first = np.asarray(Image.open(MASK))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    write_mask(masks / "00000.png", first)  # object 1 on frame 0
+    new = np.zeros_like(first)
+    new[10:60, 10:80] = 2
+    write_mask(masks / "00005.png", new)  # object 2 enters on frame 5
+    caplog.set_level(logging.INFO)
+    assert main(["segment", str(short_clip), "--masks-dir", str(masks), "-o", str(tmp_path / "a"), "--model",
+                 str(ckpt), "--no-progress", "--resolution", "native", "--precision", "fp32"]) == 0
+    assert _levels(caplog, logging.WARNING) == []
+    assert any("object 2 first appears on frame 5" in m for m in _levels(caplog, logging.INFO))
+    assert set(np.unique(np.asarray(Image.open(tmp_path / "a" / "00005.png")))) >= {2}
+    # a later mask that also holds object 1 replaces its prediction there: one warning naming both
+    caplog.clear()
+    write_mask(masks / "00005.png", np.where(first > 0, 1, new))
+    assert main(["-q", "segment", str(short_clip), "--masks-dir", str(masks), "-o", str(tmp_path / "b"),
+                 "--model", str(ckpt), "--no-progress", "--resolution", "native", "--precision", "fp32"]) == 0
+    warnings = _levels(caplog, logging.WARNING)
+    assert len(warnings) == 1 and "00005.png (frame 5)" in warnings[0] and "[1]" in warnings[0]
+
+
+def test_rgb_masks_from_editors(tmp_path: Path, ckpt: Path, short_clip: Path) -> None:
+    binary = np.asarray(Image.open(MASK)) > 0
+    white = tmp_path / "white.png"
+    Image.fromarray(np.repeat(binary[..., None] * 255, 3, axis=2).astype(np.uint8), mode="RGB").save(white)
+    assert _run(short_clip, "--mask", white, "-o", tmp_path / "w", "--model", ckpt) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "w" / "00000.png")), binary.astype(np.uint8))
+    # two colour-coded objects: ids by first appearance (row by row); the output palette keeps their colours
+    coded = np.zeros((*binary.shape, 3), np.uint8)
+    cols = np.arange(binary.shape[1])
+    coded[binary & (cols < 240)] = (250, 20, 200)
+    coded[binary & (cols >= 240)] = (20, 220, 90)
+    path = tmp_path / "coded.png"
+    Image.fromarray(coded, mode="RGB").save(path)
+    want = read_mask(path)
+    assert want.object_ids == [1, 2]
+    assert _run(short_clip, "--mask", path, "-o", tmp_path / "c", "--model", ckpt) == 0
+    out = Image.open(tmp_path / "c" / "00000.png")
+    np.testing.assert_array_equal(np.asarray(out), want.labels)
+    colours = {tuple(out.getpalette()[3 * k:3 * k + 3]) for k in (1, 2)}
+    assert colours == {(250, 20, 200), (20, 220, 90)}
