@@ -99,7 +99,7 @@ def test_cli_all_frames_required_frames_later_object_and_zip(yt_root: Path, tmp_
             assert im.mode == "P" and im.size == SIZE
             np.testing.assert_array_equal(np.asarray(im), bear["00010"])
     assert main(["-q", "run-dataset", "--dataset", "youtubevos", "--root", str(yt_root), "--split", "valid",
-                 "-o", str(out), "--method", "copy-first-mask", "--eval"]) == 1  # no public ground truth
+                 "-o", str(out), "--method", "copy-first-mask", "--eval"]) == 2  # no public ground truth
 
     # Without meta.json the first annotation holding a label starts it; the same results with an explicit root.
     (yt_root / "valid" / "meta.json").unlink()
