@@ -192,7 +192,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "") ->
                 c.message = gr.Markdown(elem_id="message")
                 with gr.Accordion("Model and settings", open=bool(model_note)):
                     c.model = gr.Textbox(label="Model", value=settings.model or "", elem_id="model",
-                                         placeholder="embedded default model (rdevos-lite); or a checkpoint path")
+                                         placeholder="embedded default model (rdevos-lite2); or a checkpoint path")
                     if model_note:
                         gr.Markdown(model_note, elem_id="model-note")
                     c.device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value=settings.device, label="Device")
