@@ -45,7 +45,7 @@ def test_embedded_model_segments_the_sample_clip() -> None:
 
 @pytest.mark.parametrize("seq", ["hike", "tennis"])
 def test_embedded_model_beats_copying_the_first_mask_on_held_out_sequences(davis16: Path, seq: str) -> None:
-    """Sequences never trained on (configs/lite-davis.yaml holds them out): J over 40 frames."""
+    """Sequences never trained on (configs/lite2-davis.yaml and lite-davis.yaml hold them out): J over 40 frames."""
     names = sorted((davis16 / "JPEGImages" / seq).glob("*.jpg"))[:40]
     frames = [Image.open(p).convert("RGB") for p in names]
     gts = [np.asarray(Image.open(davis16 / "Annotations" / seq / f"{p.stem}.png")) > 0 for p in names]
