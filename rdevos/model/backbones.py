@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -44,18 +45,43 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def lite_channels(name: str) -> tuple[int, int, int]:
-    """Channels of the (f4, f8, f16) features of an EfficientNet-Lite trunk."""
+class _BlockPlan(NamedTuple):
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    expand: int
+    total_stride: int  #: output stride of the block
+
+
+def _block_plan(name: str, classifier: bool = False) -> list[_BlockPlan]:
+    """The MBConv blocks of a variant, up to stride 16 (all of them with ``classifier``)."""
     spec = EFFICIENTNET_LITE[name]
-    out, stride = [], 2
-    for _, _, s, _, _, cout in _STAGES:
-        if stride * s > 16:
+    plan: list[_BlockPlan] = []
+    stride, last = 2, len(_STAGES) - 1
+    for i, (repeats, k, s, e, cin, cout) in enumerate(_STAGES):
+        if i > 0:  # the first stage's input is the unscaled stem
+            cin = _round_filters(cin, spec.width)
+        cout = _round_filters(cout, spec.width)
+        if i not in (0, last):
+            repeats = int(math.ceil(spec.depth * repeats))
+        if stride * s > 16 and not classifier:
             break
         stride *= s
-        if stride in (4, 8, 16):
-            c = _round_filters(cout, spec.width)
-            out = [*out[: {4: 0, 8: 1, 16: 2}[stride]], c]
-    return out[0], out[1], out[2]
+        plan += [_BlockPlan(cin if r == 0 else cout, cout, k, s if r == 0 else 1, e, stride) for r in range(repeats)]
+    return plan
+
+
+def _feature_indices(plan: list[_BlockPlan]) -> tuple[int, int, int]:
+    """Indices of the last blocks at strides 4, 8 and 16 (the f4, f8, f16 outputs)."""
+    return tuple(max(i for i, b in enumerate(plan) if b.total_stride == s) for s in (4, 8, 16))  # type: ignore
+
+
+def lite_channels(name: str) -> tuple[int, int, int]:
+    """Channels of the (f4, f8, f16) features of an EfficientNet-Lite trunk."""
+    plan = _block_plan(name)
+    i4, i8, i16 = _feature_indices(plan)
+    return plan[i4].cout, plan[i8].cout, plan[i16].cout
 
 
 def backbone_names() -> tuple[str, ...]:
@@ -144,32 +170,13 @@ class EfficientNetLite(nn.Module):
                              persistent=False)
         if name not in EFFICIENTNET_LITE:
             raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; choose from {sorted(EFFICIENTNET_LITE)}")
-        spec = EFFICIENTNET_LITE[name]
         self.name = name
         self.extra_channels = extra_channels
         self._conv_stem = SameConv2d(3 + extra_channels, 32, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
-        blocks: list[MBConv] = []
-        stride, self.f4_index, self.f8_index, self.f16_index = 2, -1, -1, -1
-        last = len(_STAGES) - 1
-        for i, (repeats, k, s, e, cin, cout) in enumerate(_STAGES):
-            if i > 0:  # the first stage's input is the unscaled stem
-                cin = _round_filters(cin, spec.width)
-            cout = _round_filters(cout, spec.width)
-            if i not in (0, last):
-                repeats = int(math.ceil(spec.depth * repeats))
-            if stride * s > 16 and not classifier:
-                break
-            stride *= s
-            for r in range(repeats):
-                blocks.append(MBConv(cin if r == 0 else cout, cout, k, s if r == 0 else 1, e))
-            idx = len(blocks) - 1
-            if stride == 4:
-                self.f4_index = idx
-            elif stride == 8:
-                self.f8_index = idx
-            elif stride == 16:
-                self.f16_index = idx
+        plan = _block_plan(name, classifier)
+        blocks = [MBConv(b.cin, b.cout, b.kernel, b.stride, b.expand) for b in plan]
+        self.f4_index, self.f8_index, self.f16_index = _feature_indices(plan)
         self._blocks = nn.ModuleList(blocks)
         self.channels = (blocks[self.f4_index]._bn2.num_features, blocks[self.f8_index]._bn2.num_features,
                          blocks[self.f16_index]._bn2.num_features)
