@@ -15,7 +15,7 @@ from rdevos.hub.download import download_url, sha256_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WeightSpec", "REGISTRY", "DEFAULT_MODEL", "LITE_CONFIG", "LITE2_CONFIG", "MODELSCOPE_ID", "resolve_weights",
+__all__ = ["WeightSpec", "REGISTRY", "PROMPT_REGISTRY", "DEFAULT_PROMPT_MODEL", "resolve_prompt_weights", "DEFAULT_MODEL", "LITE_CONFIG", "LITE2_CONFIG", "MODELSCOPE_ID", "resolve_weights",
            "list_models"]
 
 MODELSCOPE_ID = "damo/cv_rdevos_video-object-segmentation"
@@ -67,6 +67,17 @@ REGISTRY: dict[str, WeightSpec] = {
         license="CC BY-NC 4.0 (trained on DAVIS data)",
         description="The previous default: small RDE-VOS (3.7 M params) trained from scratch on 25 DAVIS-2016 "
                     "train sequences (configs/lite-davis.yaml); kept for comparison; embedded."),
+}
+
+# Prompt-to-mask models (rdevos.prompt): box / clicks on one frame -> that frame's object mask.
+DEFAULT_PROMPT_MODEL = "rdevos-prompt-lite2"
+PROMPT_REGISTRY: dict[str, WeightSpec] = {
+    DEFAULT_PROMPT_MODEL: WeightSpec(
+        name=DEFAULT_PROMPT_MODEL, resource="assets/weights/rdevos_prompt_lite2.pt",
+        sha256=None,
+        license="CC BY-NC 4.0 (trained on DAVIS data); EfficientNet-Lite2 ImageNet weights Apache-2.0",
+        description="The default prompt model: box and clicks to mask on an ImageNet EfficientNet-Lite2 trunk, "
+                    "trained by this project on DAVIS-2016 train frames (scripts/train_prompt_model.py); embedded."),
 }
 
 _MODEL_ID = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -130,3 +141,17 @@ def resolve_weights(model: str | os.PathLike[str] | None = None, *, progress: bo
         return _modelscope_snapshot(s)
     raise ModelNotFoundError(f"model {s!r} is not a file, directory, URL, ModelScope id or known name "
                              f"({', '.join(list_models())})")
+
+
+def resolve_prompt_weights(model: str | os.PathLike[str] | None = None, *, progress: bool = True) -> Path:
+    """Like :func:`resolve_weights`, for prompt-to-mask models: ``None`` (the embedded default), a path, a name of
+    :data:`PROMPT_REGISTRY` or an ``http(s)://`` URL (optionally ``#sha256=<hex>``)."""
+    s = os.fspath(DEFAULT_PROMPT_MODEL if model is None else model)
+    if os.path.exists(s):
+        return Path(s)
+    spec = PROMPT_REGISTRY.get(s)
+    if spec is not None and spec.resource:
+        return _resource_path(spec)
+    if s.startswith(("http://", "https://")):
+        return download_url(s, progress=progress)
+    raise ModelNotFoundError(f"prompt model {s!r} is not a file, URL or known name ({', '.join(sorted(PROMPT_REGISTRY))})")
