@@ -1,4 +1,4 @@
-"""Command line: ``rdevos segment | eval | run-dataset | export | train | bench | models | serve``.
+"""Command line: ``rdevos segment | mask | eval | run-dataset | export | train | bench | models | serve``.
 
 The only argparse in the package. Errors are one line, ``rdevos: error: <what is wrong>``, never a traceback
 (``--debug`` shows it): exit status 2 for a bad option (malformed or out-of-range values, paths that do not exist
@@ -276,6 +276,9 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                    help="mask for frame FRAME (default 0): palette, greyscale or colour PNG; repeatable")
     p.add_argument("--masks-dir", type=Path, metavar="DIR",
                    help="folder of PNG masks named like the frames (e.g. 00000.png) or by frame index")
+    _add_prompt_options(p, objects=True)
+    p.add_argument("--prompt-frame", type=_non_negative_int, default=0, metavar="F",
+                   help="the frame --box/--point refer to")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                    help="output folder for the palette PNGs (created if missing)")
     p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
@@ -357,6 +360,8 @@ def _signature(args: argparse.Namespace, masks: list[tuple[int, Path]], config: 
     h = hashlib.sha256()
     h.update(json.dumps([str(Path(args.input).resolve()) if os.path.exists(args.input) else args.input,
                          args.model, args.direction, repr(config)]).encode())
+    if getattr(args, "box", None) or getattr(args, "point", None):
+        h.update(json.dumps([args.box, args.point, args.prompt_frame, args.prompt_model]).encode())
     for idx, f in masks:
         h.update(str(idx).encode())
         h.update(f.read_bytes())
@@ -384,14 +389,27 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if args.gif:
         check_output_file(args.gif, "--gif")
     check_device(args.device)
-    if not args.mask and not args.masks_dir:
-        raise UsageError("no mask given: pass --mask FIRST.png (for frame 0) or --masks-dir DIR")
+    if not args.mask and not args.masks_dir and not args.box and not args.point:
+        raise UsageError("no mask given: pass --mask FIRST.png (for frame 0), --masks-dir DIR, or prompts "
+                         "(--box X0,Y0,X1,Y1 / --point X,Y) for the prompt model")
+    prompts = _parse_prompts(args)
 
     device = resolve_device(args.device)
     source = open_frames(args.input)
-    masks = _parse_masks(args, source.names)
+    masks = _parse_masks(args, source.names) if args.mask or args.masks_dir else []
     read = [(idx, f, fit_mask_to_frame(read_mask(f), source.size, name=f"mask {f}")) for idx, f in masks]
     _log_mask_objects(read)
+    prompt_labels = None
+    if prompts:
+        n_frames = source.num_frames
+        if n_frames is not None and args.prompt_frame >= n_frames:
+            raise UsageError(f"--prompt-frame {args.prompt_frame}: the video has {n_frames} frames")
+        from rdevos.prompt import prompts_to_labels
+
+        prompt_labels = prompts_to_labels(_load_predictor(args), source.get(args.prompt_frame).image, prompts)
+        for oid in prompts:
+            logger.info("object %d from the prompt on frame %d: %d pixels", oid, args.prompt_frame,
+                        int((prompt_labels == oid).sum()))
     state_file = out / ".rdevos-resume.pt"
     meta_file = out / ".rdevos-run.json"
     if not args.overwrite and not meta_file.exists() and out.is_dir() and any(out.glob("*.png")):
@@ -407,6 +425,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if palette is None:
             palette = lm.palette
         session.add_mask(idx, lm.labels)
+    if prompt_labels is not None:
+        session.add_mask(args.prompt_frame, prompt_labels, sorted(prompts))
     palette = palette or list(DAVIS_PALETTE)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -494,6 +514,123 @@ def _write_previews(args: argparse.Namespace, source: object, out: Path, palette
     for target in (args.overlay, args.gif):
         if target:
             print(f"wrote {target}")
+
+
+# ---------------------------------------------------------------------------------------------------- prompts
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_BOX_RE = re.compile(rf"^({_NUM}),({_NUM}),({_NUM}),({_NUM})(?:@(\d+))?$")
+_POINT_RE = re.compile(rf"^({_NUM}),({_NUM})(?:,(pos|neg|\+|-|1|0))?(?:@(\d+))?$")
+
+
+def _add_prompt_options(p: argparse.ArgumentParser, objects: bool) -> None:
+    at = "[@ID]" if objects else ""
+    p.add_argument("--box", action="append", default=[], metavar=f"X0,Y0,X1,Y1{at}",
+                   help="box around an object in pixels (X1, Y1 exclusive); the prompt model makes its mask"
+                        + ("; repeatable, one object each (ids 1, 2, ... unless @ID)" if objects else ""))
+    p.add_argument("--point", action="append", default=[], metavar=f"X,Y[,neg]{at}",
+                   help="click on an object (column X, row Y; ',neg' marks background); repeatable"
+                        + ("; joins the box with the same @ID (default: the first object)" if objects else ""))
+    p.add_argument("--prompt-model", metavar="MODEL",
+                   help="prompt-to-mask model: checkpoint path, URL or name (default: the embedded one)")
+
+
+def _parse_prompts(args: argparse.Namespace, default_id: int = 1) -> dict[int, Any]:
+    """{object id: ObjectPrompt} from --box / --point; raises UsageError naming a malformed value."""
+    from rdevos.prompt import ObjectPrompt
+
+    prompts: dict[int, ObjectPrompt] = {}
+    next_id = default_id
+    for spec in args.box:
+        m = _BOX_RE.match(spec.replace(" ", ""))
+        if not m:
+            raise UsageError(f"--box {spec!r}: expected X0,Y0,X1,Y1 (pixels) with an optional @ID")
+        x0, y0, x1, y1 = (float(v) for v in m.groups()[:4])
+        if not (x1 > x0 and y1 > y0):
+            raise UsageError(f"--box {spec!r}: need X0 < X1 and Y0 < Y1")
+        oid = int(m.group(5)) if m.group(5) else next_id
+        if not 1 <= oid <= 255:
+            raise UsageError(f"--box {spec!r}: object ids are 1..255")
+        if oid in prompts and prompts[oid].box is not None:
+            raise UsageError(f"--box {spec!r}: object {oid} has a box already (give each object its own @ID)")
+        prompts.setdefault(oid, ObjectPrompt()).box = (x0, y0, x1, y1)
+        next_id = max(next_id, oid + 1)
+    for spec in args.point:
+        m = _POINT_RE.match(spec.replace(" ", ""))
+        if not m:
+            raise UsageError(f"--point {spec!r}: expected X,Y or X,Y,neg (pixels) with an optional @ID")
+        x, y = float(m.group(1)), float(m.group(2))
+        positive = m.group(3) not in ("neg", "-", "0")
+        oid = int(m.group(4)) if m.group(4) else (min(prompts) if prompts else default_id)
+        if not 1 <= oid <= 255:
+            raise UsageError(f"--point {spec!r}: object ids are 1..255")
+        prompts.setdefault(oid, ObjectPrompt()).points.append((x, y, positive))
+    for oid, pr in prompts.items():
+        if pr.box is None and not any(p[2] for p in pr.points):
+            raise UsageError(f"object {oid} has only negative clicks: give it a --box or a positive --point")
+    return prompts
+
+
+def _load_predictor(args: argparse.Namespace) -> Any:
+    from rdevos.prompt import load_prompt_predictor
+
+    return load_prompt_predictor(args.prompt_model, device=getattr(args, "device", None),
+                                 precision=getattr(args, "precision", None))
+
+
+def _add_mask(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "mask", parents=[_COMMON], help="make an object mask from a box and/or clicks on one image",
+        description="Turn a box and/or clicks on one frame into a palette PNG mask with the prompt model (the "
+                    "embedded one unless --prompt-model), e.g. the first-frame mask for 'rdevos segment'. "
+                    "--add puts the object into an existing mask instead of starting a new one.",
+        formatter_class=_HelpFormatter)
+    p.add_argument("frame", type=Path, help="the image (jpg/png/webp)")
+    _add_prompt_options(p, objects=False)
+    p.add_argument("--id", type=_int_at_least(1), default=1, help="object id in the mask (1..255)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="PNG", help="palette PNG to write")
+    p.add_argument("--add", action="store_true", help="merge into the existing -o mask (other objects stay)")
+    p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="default: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
+    p.set_defaults(func=_cmd_mask)
+
+
+def _cmd_mask(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from PIL import Image, UnidentifiedImageError
+
+    from rdevos.errors import InputError
+    from rdevos.io.frames import to_rgb_array
+    from rdevos.io.masks import DAVIS_PALETTE, read_mask, write_mask
+    from rdevos.prompt import prompts_to_labels
+
+    if not args.frame.is_file():
+        raise UsageError(f"image not found: {args.frame}")
+    if args.id > 255:
+        raise UsageError(f"--id {args.id}: object ids are 1..255")
+    check_output_file(args.output, "-o/--output", (".png",))
+    check_device(args.device)
+    if not args.box and not args.point:
+        raise UsageError("no prompt given: pass --box X0,Y0,X1,Y1 and/or --point X,Y")
+    prompts = _parse_prompts(argparse.Namespace(box=[f"{b}@{args.id}" for b in args.box],
+                                                point=[f"{q}@{args.id}" for q in args.point]), args.id)
+    if args.add and not args.output.is_file():
+        raise UsageError(f"--add: {args.output} does not exist yet (run once without --add)")
+    try:
+        with Image.open(args.frame) as im:
+            image = to_rgb_array(im, what=str(args.frame))
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"cannot read image {args.frame}: {e}") from None
+    base, palette = None, list(DAVIS_PALETTE)
+    if args.add:
+        lm = read_mask(args.output)
+        base, palette = lm.labels, lm.palette or palette
+    labels = prompts_to_labels(_load_predictor(args), image, prompts, base)
+    area = int((labels == args.id).sum())
+    write_mask(args.output, labels.astype(np.uint8), palette)
+    print(f"wrote {args.output}: object {args.id}, {area} pixels ({100 * area / labels.size:.1f} % of the frame)")
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------------- eval
@@ -858,6 +995,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an error instead of the one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_segment(sub)
+    _add_mask(sub)
     _add_eval(sub)
     _add_run_dataset(sub)
     _add_export(sub)

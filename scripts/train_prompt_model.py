@@ -3,6 +3,7 @@
     python scripts/train_prompt_model.py --out /tmp/runs/prompt-heldout             # train on 22, eval on the 8
     python scripts/train_prompt_model.py --out /tmp/runs/prompt-all --all --no-eval  # the shipped recipe on all 30
     python scripts/train_prompt_model.py --eval-only CKPT --report docs/held_out_prompt.json
+    python scripts/train_prompt_model.py --package CKPT                               # the package asset
 
 The held-out sequences are the VOS model's (``val_sequences`` of configs/lite2-davis.yaml).
 """
@@ -39,11 +40,22 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report", help="write the evaluation as JSON here")
+    ap.add_argument("--package", metavar="CKPT",
+                    help="write CKPT (fp16 weights) as the embedded model asset and print its sha256")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     held = list(yaml.safe_load(Path(args.config).read_text())["val_sequences"])
     seqs = sorted(p.name for p in (Path(args.data) / "Annotations").iterdir() if p.is_dir() and p.name != "480p")
     train_seqs = seqs if args.all else [s for s in seqs if s not in held]
+    if args.package:
+        from rdevos.hub.download import sha256_file  # noqa: PLC0415
+        from rdevos.prompt import save_prompt_model  # noqa: PLC0415
+
+        asset = ROOT / "rdevos/assets/weights/rdevos_prompt_lite2.pt"
+        save_prompt_model(load_prompt_model(args.package), asset, half=True,
+                          meta={"trained_on": "all" if args.all else "train minus held-out", "source": args.package})
+        print(f"wrote {asset} ({asset.stat().st_size / 2**20:.1f} MiB), sha256 {sha256_file(asset)}")
+        return
     if args.eval_only:
         net = load_prompt_model(args.eval_only)
     else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from rdevos.inference.engine import InferenceEngine
 from rdevos.io.frames import FrameSource, open_frames
 from rdevos.io.masks import as_label_mask
 from rdevos.model.network import RDEVOS
+
+if TYPE_CHECKING:
+    from rdevos.prompt import PromptPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class VideoSession:
         self.source = frames if isinstance(frames, FrameSource) else open_frames(frames)
         self._ann: dict[int, _Annotation] = {}
         self._removed: set[int] = set()
+        self._predictor: PromptPredictor | None = None
 
     # ----------------------------------------------------------------- annotations
     @property
@@ -128,6 +133,44 @@ class VideoSession:
             sel = np.isin(labels, ids)
             ann.labels[sel] = labels[sel]
             ann.ids += [i for i in ids if i not in ann.ids]
+
+    def add_prompt(self, frame_idx: int, *, box: Sequence[float] | None = None,
+                   points: Sequence[Sequence[float | bool]] = (), obj_id: int | None = None,
+                   predictor: PromptPredictor | None = None) -> np.ndarray:
+        """Annotate one object from a box and/or clicks instead of a painted mask.
+
+        The prompt model (:mod:`rdevos.prompt`, the embedded default unless ``predictor`` is given) turns the prompt
+        into a mask, which is added as with :meth:`add_mask`. Clicks without a box on an object already annotated on
+        this frame refine its mask there.
+
+        Args:
+            frame_idx: frame index (0-based).
+            box: ``(x0, y0, x1, y1)`` in pixels of the original frame (x1, y1 exclusive).
+            points: clicks ``(x, y)`` or ``(x, y, positive)``; x/y are the pixel's column/row.
+            obj_id: the object's id (default: a new id, one above the largest so far).
+        Returns:
+            the object's mask on that frame, (H, W) bool.
+        """
+        n = self.source.num_frames
+        if frame_idx < 0 or (n is not None and frame_idx >= n):
+            raise InputError(f"frame index {frame_idx} is outside the video (0..{(n or 1) - 1})")
+        if predictor is None:
+            if self._predictor is None:
+                from rdevos.prompt import load_prompt_predictor  # noqa: PLC0415 - optional feature
+
+                self._predictor = load_prompt_predictor(device=self.device)
+            predictor = self._predictor
+        if obj_id is None:
+            obj_id = max(self.object_ids, default=0) + 1
+        ann = self._ann.get(frame_idx)
+        prev = ann.labels == obj_id if ann is not None and box is None and obj_id in ann.ids else None
+        image = self.source.get(frame_idx).image
+        mask = predictor.predict(image, box, points, prev)
+        if not mask.any():
+            raise InputError(f"the prompt on frame {frame_idx} gave an empty mask for object {obj_id}; "
+                             "draw the box around the object or click on it")
+        self.add_mask(frame_idx, mask, [obj_id])
+        return mask
 
     def remove_object(self, obj_id: int) -> None:
         """Stop tracking an object in later :meth:`propagate` calls."""

@@ -12,10 +12,11 @@ import torch
 from rdevos.prompt.clicks import first_click, iou, next_click
 from rdevos.prompt.encoding import Box, Point
 from rdevos.prompt.model import PromptConfig, PromptNet
+from rdevos.prompt.objects import ObjectPrompt, prompts_to_labels
 from rdevos.prompt.predictor import PromptPredictor, check_prompt, grabcut_mask, load_prompt_model, save_prompt_model
 
 __all__ = ["PromptPredictor", "PromptNet", "PromptConfig", "load_prompt_model", "load_prompt_predictor",
-           "save_prompt_model", "grabcut_mask", "check_prompt", "next_click", "first_click", "iou", "Box", "Point"]
+           "save_prompt_model", "grabcut_mask", "check_prompt", "next_click", "first_click", "iou", "Box", "Point", "ObjectPrompt", "prompts_to_labels"]
 
 
 def load_prompt_predictor(model: str | None = None, *, device: torch.device | str | None = None,

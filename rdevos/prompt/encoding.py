@@ -63,8 +63,9 @@ def prompt_window(height: int, width: int, box: Box | None = None, points: Seque
     if region is None and prev_mask is not None and prev_mask.any():
         mb = mask_box(prev_mask)
         assert mb is not None
-        xs = [mb[0], mb[2]] + [p[0] for p in points if p[2]]
-        ys = [mb[1], mb[3]] + [p[1] for p in points if p[2]]
+        pos = [p for p in points if p[2]]
+        xs = [mb[0], mb[2]] + [p[0] for p in pos] + [p[0] + 1 for p in pos]  # a click covers its pixel
+        ys = [mb[1], mb[3]] + [p[1] for p in pos] + [p[1] + 1 for p in pos]
         region = (min(xs), min(ys), max(xs), max(ys))
     if region is None:
         return Window(0.0, 0.0, float(width), float(height))
