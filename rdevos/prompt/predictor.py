@@ -42,6 +42,9 @@ def check_prompt(height: int, width: int, box: Box | Sequence[float] | None,
         if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
             raise InputError(f"box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width}x{height} (WxH) frame")
         b = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+        if b != (x0, y0, x1, y1):
+            logger.warning("box %g,%g,%g,%g reaches past the %dx%d (WxH) frame; clipped to %g,%g,%g,%g",
+                           x0, y0, x1, y1, width, height, *b)
     pts: list[Point] = []
     for p in points:
         if len(p) not in (2, 3):
