@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--eval-only", metavar="CKPT")
     ap.add_argument("--eval-every", type=int, default=5, help="evaluate every n-th frame of the held-out sequences")
     ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--clicks", default="1,3,5", help="click counts to report (comma-separated)")
+    ap.add_argument("--no-grabcut", action="store_true", help="skip the GrabCut baseline (slow)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report", help="write the evaluation as JSON here")
     ap.add_argument("--package", metavar="CKPT",
@@ -74,12 +76,14 @@ def main() -> None:
     if args.no_eval:
         return
     ev = load_frames(args.data, held, every=args.eval_every)
-    res = evaluate(PromptPredictor(net, precision=args.precision), ev)
+    clicks = tuple(int(c) for c in args.clicks.split(","))
+    res = evaluate(PromptPredictor(net, precision=args.precision), ev, clicks, grabcut=not args.no_grabcut)
     logging.info("held-out IoU (%d frames): %s", res.count, json.dumps({k: round(v, 4) for k, v in res.mean.items()}))
     for seq, d in sorted(res.per_sequence.items()):
         logging.info("  %-18s %s", seq, " ".join(f"{k}={v:.3f}" for k, v in d.items()))
     # the same frames with a second object pasted in: does the prompt pick its own object?
-    dis = evaluate(PromptPredictor(net, precision=args.precision), with_distractors(ev))
+    dis = evaluate(PromptPredictor(net, precision=args.precision), with_distractors(ev), clicks,
+                   grabcut=not args.no_grabcut)
     logging.info("with a pasted distractor: %s", json.dumps({k: round(v, 4) for k, v in dis.mean.items()}))
     if args.report:
         Path(args.report).write_text(json.dumps({"held_out": held, "frames": res.count, "every": args.eval_every,

@@ -27,9 +27,10 @@ _STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 def check_prompt(height: int, width: int, box: Box | Sequence[float] | None,
-                 points: Sequence[Sequence[float | bool]]) -> tuple[Box | None, list[Point]]:
+                 points: Sequence[Sequence[float | bool]], has_prev: bool = False) -> tuple[Box | None, list[Point]]:
     """Validate a box and clicks against a frame size; returns them normalised (floats, ``bool`` polarity).
 
+    Without a box there must be a positive click, or a previous mask (``has_prev``) that negative clicks refine.
     Raises :class:`InputError` naming the problem (no prompt, malformed or empty box, coordinates off the frame).
     """
     b: Box | None = None
@@ -53,8 +54,8 @@ def check_prompt(height: int, width: int, box: Box | Sequence[float] | None,
         if not (0 <= x < width and 0 <= y < height):
             raise InputError(f"click {x:g},{y:g} lies outside the {width}x{height} (WxH) frame")
         pts.append((x, y, bool(p[2]) if len(p) == 3 else True))
-    if b is None and not any(p[2] for p in pts):
-        raise InputError("a prompt needs a box or at least one positive click")
+    if b is None and not any(p[2] for p in pts) and not (has_prev and pts):
+        raise InputError("a prompt needs a box or at least one positive click (or a previous mask to refine)")
     return b, pts
 
 
@@ -94,7 +95,7 @@ class PromptPredictor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputError(f"the frame must be an (H, W, 3) uint8 RGB array, not {image.dtype} {image.shape}")
         h, w = image.shape[:2]
-        b, pts = check_prompt(h, w, box, points)
+        b, pts = check_prompt(h, w, box, points, has_prev=prev_mask is not None)
         if prev_mask is not None and np.asarray(prev_mask).shape != (h, w):
             raise InputError(f"prev_mask has shape {np.asarray(prev_mask).shape}, the frame is {h}x{w}")
         window = prompt_window(h, w, b, pts, prev_mask, self.net.config.context)

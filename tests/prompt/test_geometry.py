@@ -65,6 +65,8 @@ def test_check_prompt_names_the_problem() -> None:
         check_prompt(100, 200, None, [(250, 4, True)])
     with pytest.raises(InputError, match="box or at least one positive click"):
         check_prompt(100, 200, None, [(20, 4, False)])
+    # a minus click alone is fine when it refines a previous mask
+    assert check_prompt(100, 200, None, [(20, 4, False)], has_prev=True) == (None, [(20.0, 4.0, False)])
 
 
 def test_clicks_go_to_the_largest_error_interior() -> None:
