@@ -456,9 +456,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             fh.write(json.dumps({"signature": sig, "complete": False, "input": args.input,
                                  "settings": config.to_dict()}).encode())
 
-        def checkpoint(direction: Direction, frame: int, state: dict) -> None:
+        def checkpoint(st: Any) -> None:
             with atomic_write(state_file) as fh:
-                torch.save({"direction": direction.value, "frame": frame, "state": state}, fh)
+                torch.save({"direction": st.direction.value, "frame": st.frame, "state": st.engine}, fh)
 
         total = source.num_frames
         t0 = time.perf_counter()

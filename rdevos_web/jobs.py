@@ -786,10 +786,10 @@ class JobManager:
                 done = 0
             count = {"done": done}
 
-            def checkpoint(direction: Direction, frame: int, state: dict) -> None:
+            def checkpoint(st: Any) -> None:
                 with atomic_write(job.state_path) as fh:
-                    torch.save({"signature": run["signature"], "direction": direction.value, "frame": frame,
-                                "state": state, "done": count["done"]}, fh)
+                    torch.save({"signature": run["signature"], "direction": st.direction.value, "frame": st.frame,
+                                "state": st.engine, "done": count["done"]}, fh)
 
             total = max(info.total, 1)
             job.update(message="", done=done)
