@@ -43,7 +43,8 @@ from PIL import Image
 from rdevos.errors import InputError, ModelNotFoundError, RDEVOSError
 from rdevos.io import masks as masks_io
 from rdevos.io.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FolderSource, VideoSource, natural_sort_key
-from rdevos.io.masks import DAVIS_PALETTE, LabelMask, as_label_mask, atomic_write, read_mask
+from rdevos.io.masks import DAVIS_PALETTE, LabelMask, as_label_mask, read_mask
+from rdevos.io.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 

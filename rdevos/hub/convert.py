@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 
 from rdevos.config import InferenceConfig, ModelConfig
 from rdevos.errors import CheckpointError
+from rdevos.io.atomic import atomic_path
 from rdevos.model.network import RDEVOS
 
 logger = logging.getLogger(__name__)
@@ -214,18 +214,8 @@ def load_network(path: str | os.PathLike[str], config: ModelConfig | None = None
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions a normal write would
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(model: RDEVOS, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None,

@@ -8,11 +8,9 @@ All writers write to a temporary file in the destination folder and then
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from rdevos.errors import InputError
+from rdevos.io.atomic import atomic_write
 
 __all__ = [
     "DAVIS_PALETTE",
@@ -359,34 +358,6 @@ def fit_mask_to_frame(mask: LabelMask, frame_size: tuple[int, int], *, name: str
                    name, mh, mw, fh, fw)
     resized = Image.fromarray(mask.labels).resize((fw, fh), Image.NEAREST)
     return LabelMask(np.asarray(resized, dtype=np.uint8).copy(), mask.palette)
-
-
-# --------------------------------------------------------------------------- atomic writing
-
-
-@contextlib.contextmanager
-def atomic_write(path: PathLike) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path`` for writing; ``os.replace`` it onto ``path`` on success.
-
-    Parent folders are created. On error the temporary file is removed and ``path`` is untouched.
-
-    Args:
-        path: final destination.
-
-    Yields:
-        A binary file object.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with open(tmp, "xb") as fh:  # honours the umask, unlike tempfile's 0600
-            yield fh
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _labels_for_writing(labels: np.ndarray | LabelMask) -> np.ndarray:

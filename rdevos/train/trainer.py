@@ -22,7 +22,6 @@ import os
 import random
 import re
 import signal
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
@@ -39,6 +38,7 @@ from rdevos.device import cpu_has_fast_bf16
 from rdevos.errors import CheckpointError, InputError
 from rdevos.hub.backbones import load_imagenet_backbone
 from rdevos.hub.convert import load_state, save_checkpoint
+from rdevos.io.atomic import atomic_path, write_text_atomic
 from rdevos.model.network import RDEVOS
 from rdevos.train.config import SourceKind, StageConfig, TrainConfig, TrainPrecision
 from rdevos.train.data import (ClipSampler, MixedDataset, StaticPseudoVideoDataset, SyntheticVideoDataset,
@@ -263,33 +263,10 @@ def _loss_weights(stage: StageConfig, it: int) -> LossWeights:
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then ``os.replace`` (never a half-written checkpoint)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    """Never a half-written checkpoint (see :mod:`rdevos.io.atomic`)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, _umask_mode())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, _umask_mode())
-    os.replace(tmp, path)
 
 
 def find_latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
@@ -736,7 +713,7 @@ class Trainer:
         barrier()
         si0, it0, state = self._resume_point(resume)
         if self.is_main:
-            _atomic_write_text(self.output_dir / "train_config.yaml", cfg.to_yaml())
+            write_text_atomic(self.output_dir / "train_config.yaml", cfg.to_yaml())
             self._log = _ScalarLog(self.output_dir / "logs")
         budget = [max_iterations]
         last: Path | None = None
@@ -765,7 +742,7 @@ class Trainer:
         return final
 
     def _write_metrics(self) -> None:
-        _atomic_write_text(self.output_dir / "metrics.json", json.dumps(self.metrics, indent=2, default=float) + "\n")
+        write_text_atomic(self.output_dir / "metrics.json", json.dumps(self.metrics, indent=2, default=float) + "\n")
 
     def _run_stage(self, si: int, start: int, state: dict[str, Any] | None, budget: list[int | None]) -> Path:
         cfg, stage = self.config, self.config.stages[si]
