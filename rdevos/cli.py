@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -291,7 +290,8 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mem-every", type=_positive_int, default=None, metavar="N", help=_MEM_EVERY_HELP)
     p.add_argument("--direction", choices=["forward", "backward", "both"], default="forward",
                    help="forward from the first mask to the end, backward from the last mask to frame 0, or both "
-                        "(forward, then backward from the first mask)")
+                        "(every frame: each object forward from its masks and backward from its first mask; frames "
+                        "both passes reach take each object from the nearer mask)")
     p.add_argument("--overlay", type=Path, metavar="MP4", help="write an H.264 mp4 with coloured masks over the frames")
     p.add_argument("--gif", type=Path, help="write a small animated GIF preview")
     p.add_argument("--save-probs", action="store_true", help="also store soft masks (OUT/probs/*.npz)")
@@ -356,28 +356,15 @@ def _log_mask_objects(masks: list[tuple[int, Path, Any]]) -> None:
             first_frame.setdefault(i, idx)
 
 
-def _signature(args: argparse.Namespace, masks: list[tuple[int, Path]], config: object) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([str(Path(args.input).resolve()) if os.path.exists(args.input) else args.input,
-                         args.model, args.direction, repr(config)]).encode())
-    if getattr(args, "box", None) or getattr(args, "point", None):
-        h.update(json.dumps([args.box, args.point, args.prompt_frame, args.prompt_model]).encode())
-    for idx, f in masks:
-        h.update(str(idx).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def _cmd_segment(args: argparse.Namespace) -> int:
     import torch
-    from tqdm.auto import tqdm
 
     from rdevos.device import default_precision, resolve_device
     from rdevos.hub import load_model
-    from rdevos.inference.session import Direction, VideoSession
+    from rdevos.inference.runs import RunFolderError, run_signature, segment_to_folder
+    from rdevos.inference.session import VideoSession
     from rdevos.io.frames import open_frames
-    from rdevos.io.masks import (DAVIS_PALETTE, atomic_write, fit_mask_to_frame, read_mask, write_mask,
-                                 write_object_masks, write_probabilities)
+    from rdevos.io.masks import DAVIS_PALETTE, fit_mask_to_frame, read_mask
 
     # Every option first: nothing is read, loaded or segmented before the command line is known to be usable.
     if not os.path.exists(args.input) and "://" not in args.input and not args.input.startswith("/dev/"):
@@ -410,11 +397,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         for oid in prompts:
             logger.info("object %d from the prompt on frame %d: %d pixels", oid, args.prompt_frame,
                         int((prompt_labels == oid).sum()))
-    state_file = out / ".rdevos-resume.pt"
-    meta_file = out / ".rdevos-run.json"
-    if not args.overwrite and not meta_file.exists() and out.is_dir() and any(out.glob("*.png")):
+    if not args.overwrite and out.is_dir() and not (out / ".rdevos-run.json").exists() and any(out.glob("*.png")):
         raise UsageError(f"-o {out} already holds PNG files from another tool; use --overwrite or another folder")
-
     model = load_model(args.model, device=device)
     config = _inference_config(args, args.preset, args.precision or default_precision(device).value, model)
     if args.compile:
@@ -429,61 +413,31 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         session.add_mask(args.prompt_frame, prompt_labels, sorted(prompts))
     palette = palette or list(DAVIS_PALETTE)
 
-    out.mkdir(parents=True, exist_ok=True)
-    sig = _signature(args, masks, config)
-    resume = None
-    done = False
-    if args.overwrite:
-        for f in out.glob("*.png"):
-            f.unlink()
-        state_file.unlink(missing_ok=True)
-        meta_file.unlink(missing_ok=True)
-    elif meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        if meta.get("signature") != sig:
-            raise UsageError(f"-o {out} holds results of a different run (other input, masks, model or settings); "
-                             "use --overwrite to replace them or choose another folder")
-        done = bool(meta.get("complete"))
-        if done:
-            logger.info("%s is complete already; nothing to do (use --overwrite to redo)", out)
-        elif state_file.exists():
-            st = torch.load(state_file, map_location="cpu", weights_only=True)
-            resume = (st["direction"], int(st["frame"]), st["state"])
-            logger.info("resuming the %s pass after frame %d", st["direction"], st["frame"])
-
-    if not done:
-        with atomic_write(meta_file) as fh:
-            fh.write(json.dumps({"signature": sig, "complete": False, "input": args.input,
-                                 "settings": config.to_dict()}).encode())
-
-        def checkpoint(st: Any) -> None:
-            with atomic_write(state_file) as fh:
-                torch.save({"direction": st.direction.value, "frame": st.frame, "state": st.engine}, fh)
-
-        total = source.num_frames
-        t0 = time.perf_counter()
-        n = 0
-        bar = tqdm(total=total, unit="frame", desc="segment", disable=args.no_progress, dynamic_ncols=True)
-        for fr in session.propagate(direction=Direction(args.direction), return_probs=args.save_probs,
-                                    checkpoint=checkpoint, resume=resume):
-            write_mask(out / f"{fr.name}.png", fr.labels, palette)
-            if args.save_probs and fr.prob is not None:
-                write_probabilities(out / "probs" / f"{fr.name}.npz", fr.prob.cpu().numpy(), [0, *fr.object_ids])
-            if args.per_object:
-                write_object_masks(out / "objects", fr.name, fr.labels, fr.object_ids)
-            n += 1
-            bar.update(1)
-        bar.close()
-        dt = time.perf_counter() - t0
-        with atomic_write(meta_file) as fh:
-            fh.write(json.dumps({"signature": sig, "complete": True, "input": args.input,
-                                 "settings": config.to_dict(), "frames_this_run": n,
-                                 "seconds": round(dt, 2)}).encode())
-        state_file.unlink(missing_ok=True)
+    prompt_spec = [args.box, args.point, args.prompt_frame, args.prompt_model] if prompts else None
+    sig = run_signature(source=str(Path(args.input).resolve()) if os.path.exists(args.input) else args.input,
+                        annotations=session.annotations(), config=config, direction=args.direction,
+                        extra={"model": args.model, "prompts": prompt_spec} if prompt_spec else args.model)
+    try:
+        res = segment_to_folder(session, out, signature=sig, direction=args.direction, palette=palette,
+                                save_probs=args.save_probs, per_object=args.per_object, overwrite=args.overwrite,
+                                info={"input": args.input, "settings": config.to_dict()},
+                                progress=not args.no_progress)
+    except RunFolderError as e:
+        raise UsageError(f"-o {e}; use --overwrite to replace them or choose another folder") from None
+    if res.complete_already:
+        logger.info("%s is complete already; nothing to do (use --overwrite to redo)", out)
+    elif res.restored:
+        print(f"restored {len(res.restored)} missing mask(s) of the finished run in {out}: "
+              f"{', '.join(res.restored[:5])}{', ...' if len(res.restored) > 5 else ''} "
+              f"({res.frames} frames computed, existing masks left as they are)")
+    else:
+        dt, n = res.seconds, res.frames
         mem = f"peak RSS {_peak_rss_mib():.0f} MiB"
         if device.type == "cuda":
             mem += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
-        print(f"wrote {n} masks to {out} in {dt:.1f} s ({n / max(dt, 1e-9):.2f} frames/s, {mem})")
+        how = f" (resumed the {res.resumed.direction.value} pass after frame {res.resumed.frame})" if res.resumed \
+            else ""
+        print(f"wrote {res.written} masks to {out} in {dt:.1f} s{how} ({n / max(dt, 1e-9):.2f} frames/s, {mem})")
 
     if args.overlay or args.gif:
         _write_previews(args, source, out, palette)

@@ -246,8 +246,8 @@ class VideoSession:
                 memory (a few MB); resuming from it continues the run with identical results.
             resume: a :class:`RunState` from ``checkpoint``: continue after its frame (same annotations,
                 direction and start).
-            earlier: ``frame -> (H, W) uint8 labels`` the forward pass gave, for fused frames of a resumed
-                ``both`` run (default: kept in memory, compressed, during the forward pass).
+            earlier: ``frame -> (H, W) uint8 labels`` the forward pass gave (or ``None``), for fused frames of a
+                resumed ``both`` run; otherwise they are kept in memory, compressed, during the forward pass.
         Yields:
             :class:`SegmentedFrame` in processing order.
         """
@@ -288,7 +288,7 @@ class VideoSession:
                         labels = plan.fuse(idx, fwd, labels)
                         ids = [i for i in self.object_ids if i in set(ids) | {int(v) for v in np.unique(fwd)}]
                         out_prob = None
-                    elif idx in to_fuse and p.direction is Direction.FORWARD and earlier is None:
+                    elif idx in to_fuse and p.direction is Direction.FORWARD:
                         stash[idx] = (zlib.compress(labels.tobytes(), 1), labels.shape)
                     yield SegmentedFrame(idx, name, labels, out_prob, ids, p.direction, fused=idx in p.fused,
                                          final=plan.is_final(p.direction, idx))
@@ -299,13 +299,11 @@ class VideoSession:
     @staticmethod
     def _earlier(idx: int, stash: dict[int, tuple[bytes, tuple[int, ...]]],
                  earlier: Callable[[int], np.ndarray | None] | None) -> np.ndarray:
-        if earlier is not None:
-            labels = earlier(idx)
-        elif idx in stash:
+        labels = earlier(idx) if earlier is not None else None
+        if idx in stash:
             data, shape = stash.pop(idx)
-            labels = np.frombuffer(zlib.decompress(data), np.uint8).reshape(shape)
-        else:
-            labels = None
+            if labels is None:
+                labels = np.frombuffer(zlib.decompress(data), np.uint8).reshape(shape)
         if labels is None:
             raise InputError(f"frame {idx} is fused with the forward pass's result, which is not available (a "
                              "resumed 'both' run needs earlier=...: e.g. segment_to_folder)")
