@@ -41,8 +41,7 @@ class ServeOptions:
 
 def model_note(settings: RunSettings) -> str:
     """A warning for the page when the default model cannot be found (empty when it can)."""
-    from rdevos.errors import ModelNotFoundError
-    from rdevos.hub import DEFAULT_MODEL, resolve_weights
+    from rdevos import DEFAULT_MODEL, ModelNotFoundError, resolve_weights
 
     model = settings.model
     if model is not None and model != DEFAULT_MODEL:

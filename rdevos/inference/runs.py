@@ -225,7 +225,9 @@ def _frame_names(session: VideoSession, plan: PropagationPlan) -> dict[int, str]
 def segment_to_folder(session: VideoSession, folder: RunFolder | str | os.PathLike[str], *, signature: str,
                       direction: Direction | str = Direction.FORWARD, start: int | None = None,
                       palette: Sequence[int] | None = None, save_probs: bool = False, per_object: bool = False,
-                      write: Callable[[str], bool] | None = None, overwrite: bool = False, replace: bool = False,
+                      write: Callable[[str], bool] | None = None,
+                      writer: Callable[[SegmentedFrame, Path], None] | None = None, overwrite: bool = False,
+                      replace: bool = False,
                       info: Mapping[str, Any] | None = None, on_frame: Callable[[RunProgress], None] | None = None,
                       should_stop: Callable[[], bool] | None = None, progress: bool = False) -> RunResult:
     """Propagate a session into a folder of palette PNGs, resumable; the one write loop of every front end.
@@ -242,6 +244,7 @@ def segment_to_folder(session: VideoSession, folder: RunFolder | str | os.PathLi
         palette: PNG palette (default: DAVIS).
         save_probs: also write ``probs/<frame>.npz``; per_object: also ``objects/<id>/<frame>.png``.
         write: which frame names get a PNG (default: all); a finished run needs only those.
+        writer: ``writer(frame, path)`` writes a result PNG (default: :func:`~rdevos.io.masks.write_mask`).
         overwrite, replace: see :meth:`RunFolder.check`.
         info: extra fields for the run record (input, settings).
         on_frame: called after each result is written.
@@ -313,7 +316,10 @@ def segment_to_folder(session: VideoSession, folder: RunFolder | str | os.PathLi
             result.frames += 1
             if restore is None or fr.name in restore:
                 if write is None or write(fr.name):
-                    write_mask(rf.mask_path(fr.name), fr.labels, pal)
+                    if writer is not None:
+                        writer(fr, rf.mask_path(fr.name))
+                    else:
+                        write_mask(rf.mask_path(fr.name), fr.labels, pal)
                     result.written += 1
                 if save_probs and fr.prob is not None:
                     write_probabilities(rf.probs_path(fr.name), fr.prob.cpu().numpy(), [0, *fr.object_ids])
