@@ -846,26 +846,45 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+#: Plugin hook: commands that live outside the library, found through this entry-point group (``rdevos_web``
+#: registers ``serve``); the fallback module covers installs made before the entry point existed.
+PLUGIN_GROUP = "rdevos.commands"
+_PLUGIN_FALLBACK = {"serve": "rdevos_web.server:serve_command"}
+
+
+def _plugin(name: str, extra: str) -> Callable[..., int]:
+    """The command ``name`` of an installed plugin; RDEVOSError naming the extra to install when there is none."""
+    import importlib
+    import importlib.metadata
+    import importlib.util
+
+    from rdevos.errors import RDEVOSError
+
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        if ep.name == name:
+            return ep.load()  # type: ignore[no-any-return]
+    module, _, attr = _PLUGIN_FALLBACK[name].partition(":")
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        raise RDEVOSError(f"'rdevos {name}' needs the optional '{extra}' extra: pip install 'rdevos[{extra}]'")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import importlib.util
 
     from rdevos.errors import InputError, RDEVOSError
 
-    if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("rdevos_web") is None:
+    if importlib.util.find_spec("gradio") is None:
         raise RDEVOSError("the web app needs the optional 'web' extra: pip install 'rdevos[web]'")
-    from rdevos_web import ServeOptions, serve
-    from rdevos_web.jobs import RunSettings
-
+    serve_command = _plugin("serve", "web")
     if args.resolution != "native" and not (args.resolution.isdigit() and int(args.resolution) >= 16):
         # exit status 1, not 2: tests/web/test_serve_cli.py pins it
         raise InputError(f"--resolution must be 'native' or a number >= 16, got {args.resolution!r}")
     check_output_dir(args.work_dir, "--work-dir")
     check_device(args.device)
-    settings = RunSettings(model=args.model, device=args.device,
-                           resolution=None if args.resolution == "native" else int(args.resolution))
-    serve(ServeOptions(work_dir=args.work_dir, host=args.host, port=args.port, settings=settings,
-                       max_upload_mb=args.max_upload_mb, max_frames=args.max_frames, open_browser=args.open))
-    return EXIT_OK
+    return serve_command(work_dir=args.work_dir, host=args.host, port=args.port, model=args.model,
+                         device=args.device, resolution=None if args.resolution == "native" else int(args.resolution),
+                         max_upload_mb=args.max_upload_mb, max_frames=args.max_frames, open_browser=args.open)
 
 
 # ---------------------------------------------------------------------------------------------------- export
