@@ -10,16 +10,7 @@ from PIL import Image
 
 from rdevos_web.jobs import Job, JobManager, JobStatus, RunSettings, Upload, WorkFolder
 from tests.web.conftest import CLIP_FRAMES
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> WorkFolder:
-    return WorkFolder(tmp_path / "work", max_upload_bytes=2 * 2**20, max_frames=50)
-
-
-@pytest.fixture
-def settings(web_data: dict[str, Path]) -> RunSettings:
-    return RunSettings(model=str(web_data["ckpt"]), device="cpu", resolution=None)
+from tests.web.test_jobs import settings, work  # noqa: F401 - the same fixtures
 
 
 def _job(work: WorkFolder, web_data: dict[str, Path]) -> Job:
