@@ -260,6 +260,30 @@ def _inference_config(args: argparse.Namespace, preset: str, precision: str, mod
     return InferenceConfig.for_model(defaults, preset, **changes)
 
 
+# ---------------------------------------------------------------------------------------------------- shared flags
+_PRECISION_AUTO_HELP = "default: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32"
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
+
+
+def _add_precision(p: argparse.ArgumentParser, default: str | None = None, help: str = _PRECISION_AUTO_HELP,
+                   choices: Sequence[str] = ("fp32", "bf16", "fp16")) -> None:
+    p.add_argument("--precision", choices=list(choices), default=default, help=help)
+
+
+def _add_memory_options(p: argparse.ArgumentParser, resolution_help: str = _RESOLUTION_HELP) -> None:
+    """--resolution, --top-k, --mem-every: what _inference_config maps onto InferenceConfig."""
+    p.add_argument("--resolution", type=_resolution, default=None, help=resolution_help)
+    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help=_TOP_K_HELP)
+    p.add_argument("--mem-every", type=_positive_int, default=None, metavar="N", help=_MEM_EVERY_HELP)
+
+
+def _add_no_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
+
+
 # ---------------------------------------------------------------------------------------------------- segment
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -281,13 +305,10 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                    help="output folder for the palette PNGs (created if missing)")
     p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
-    p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="default: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
+    _add_device(p)
+    _add_precision(p)
     p.add_argument("--preset", default="modelscope", choices=PRESETS, help=_PRESET_HELP)
-    p.add_argument("--resolution", type=_resolution, default=None, help=_RESOLUTION_HELP)
-    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help=_TOP_K_HELP)
-    p.add_argument("--mem-every", type=_positive_int, default=None, metavar="N", help=_MEM_EVERY_HELP)
+    _add_memory_options(p)
     p.add_argument("--direction", choices=["forward", "backward", "both"], default="forward",
                    help="forward from the first mask to the end, backward from the last mask to frame 0, or both "
                         "(every frame: each object forward from its masks and backward from its first mask; frames "
@@ -298,7 +319,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-object", action="store_true", help="also write OUT/objects/<id>/<frame>.png (0/255)")
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster frames)")
-    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
+    _add_no_progress(p)
     p.set_defaults(func=_cmd_segment)
 
 
@@ -543,9 +564,8 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id", type=_int_at_least(1), default=1, help="object id in the mask (1..255)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="PNG", help="palette PNG to write")
     p.add_argument("--add", action="store_true", help="merge into the existing -o mask (other objects stay)")
-    p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="default: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
+    _add_device(p)
+    _add_precision(p)
     p.set_defaults(func=_cmd_mask)
 
 
@@ -601,7 +621,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", help="DAVIS set name used in the CSV file names")
     p.add_argument("--processes", type=_positive_int, default=None, help="worker processes (default: CPU count)")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of the table")
-    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
+    _add_no_progress(p)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -645,13 +665,9 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
                    help="the model, or a baseline: copy the first mask / warp it with optical flow")
     p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
     p.add_argument("--sequences", nargs="*", help="only these sequences")
-    p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="fp32 reproduces the reference numerics")
-    p.add_argument("--resolution", type=_resolution, default=None,
-                   help="override the preset's short side (>= 16), or 'native'")
-    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help=_TOP_K_HELP)
-    p.add_argument("--mem-every", type=_positive_int, default=None, metavar="N", help=_MEM_EVERY_HELP)
+    _add_device(p)
+    _add_precision(p, "fp32", "fp32 reproduces the reference numerics")
+    _add_memory_options(p, "override the preset's short side (>= 16), or 'native'")
     p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
                    help="run shard I of N (default: RANK/WORLD_SIZE)")
     p.add_argument("--all-frames-root", type=Path, default=None,
@@ -660,7 +676,7 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval", action="store_true",
                    help="score the predictions (DAVIS J&F, CSVs and results.json in OUT) when all are done")
     p.add_argument("--zip", type=Path, help="write a submission zip when all sequences are done")
-    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
+    _add_no_progress(p)
     p.set_defaults(func=_cmd_run_dataset)
 
 
@@ -753,7 +769,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=_positive_float, default=None, help="seconds per configuration")
     p.add_argument("-o", "--output", type=Path, help="write the results as JSON")
     p.add_argument("--plot", type=Path, help="PNG of s/frame and peak memory against length (needs rdevos[bench])")
-    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
+    _add_no_progress(p)
     p.set_defaults(func=_cmd_bench)
 
 
@@ -802,7 +818,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume-from", type=Path, default=None, help="resume from this training checkpoint file")
     p.add_argument("--max-iterations", type=_positive_int, default=None,
                    help="stop after this many iterations in this call (a resumable checkpoint is written)")
-    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
+    _add_no_progress(p)
     p.set_defaults(func=_cmd_train)
 
 
@@ -838,7 +854,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=7860, help="port to listen on")
     p.add_argument("--work-dir", type=Path, default=Path("rdevos-work"), help="folder for jobs, uploads and results")
     p.add_argument("--model", help="default checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
-    p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
+    _add_device(p)
     p.add_argument("--resolution", default="480", help="short side new jobs resize to (>= 16), or 'native'")
     p.add_argument("--max-upload-mb", type=_positive_float, default=500.0, help="largest upload accepted (MiB)")
     p.add_argument("--max-frames", type=_positive_int, default=10000, help="most frames per video")
@@ -899,15 +915,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True, help="graph format")
     p.add_argument("--model", required=True, help="checkpoint, ModelScope dir/id, URL or name")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="weights and activations")
+    _add_precision(p, "fp32", "weights and activations", ("fp32", "fp16"))
     p.add_argument("--objects", type=_objects_spec, default="dynamic",
                    help="a fixed number of objects K in the graphs' shapes, or 'dynamic' (any number)")
     p.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--preset", default="modelscope", choices=PRESETS,
                    help="inference settings recorded in the manifest: " + _PRESET_HELP.split(": ", 1)[1])
-    p.add_argument("--resolution", type=_resolution, default=None, help=_RESOLUTION_HELP)
-    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help=_TOP_K_HELP)
-    p.add_argument("--mem-every", type=_positive_int, default=None, metavar="N", help=_MEM_EVERY_HELP)
+    _add_memory_options(p)
     p.set_defaults(func=_cmd_export)
 
 
