@@ -287,3 +287,9 @@ def _common_parser() -> argparse.ArgumentParser:
 
 
 _COMMON = _common_parser()
+
+
+def _command(sub: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand with the flags every command has (-v/-q/--debug) and the help formatter of all of them."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, parents=[_COMMON], formatter_class=_HelpFormatter, **kwargs)
+    return parser

@@ -9,18 +9,18 @@ import re
 from pathlib import Path
 
 from rdevos.errors import UsageError
-from rdevos.cli._common import (logger, EXIT_OK, _HelpFormatter, _positive_int, _shard, check_output_dir,
-                                check_output_file, check_input_dir, check_device, _inference_config, _add_device,
-                                _add_precision, _add_memory_options, _add_no_progress, _COMMON)
+from rdevos.cli._common import (EXIT_OK, _add_device, _add_memory_options, _add_no_progress, _add_precision,
+                                _command, _inference_config, _positive_int, _shard, check_device, check_input_dir,
+                                check_output_dir, check_output_file, logger)
 
 
 # ---------------------------------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", parents=[_COMMON], help="DAVIS J&F of predicted masks (official-toolkit numbers)",
+    p = _command(sub, "eval", help="DAVIS J&F of predicted masks (official-toolkit numbers)",
                        description="Compute J (region IoU) and F (boundary F-measure) exactly as the official "
                                    "davis2017-evaluation code (semi-supervised), write its CSV files (3 decimals) "
                                    "and results.json (global, per-sequence, per-object and per-frame numbers at "
-                                   "full precision).", formatter_class=_HelpFormatter)
+                                   "full precision).")
     p.add_argument("--gt", type=Path, required=True, help="annotations folder (<seq>/<frame>.png)")
     p.add_argument("--pred", type=Path, required=True, help="predictions folder (<seq>/<frame>.png)")
     p.add_argument("--sequences", nargs="*", help="only these sequences (default: all in --gt)")
@@ -53,12 +53,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- run-dataset
 def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run-dataset", parents=[_COMMON], help="segment every sequence of a dataset (resumable, shardable)",
+    p = _command(
+        sub, "run-dataset", help="segment every sequence of a dataset (resumable, shardable)",
         description="Segment a DAVIS / YouTube-VOS / generic dataset into OUT/<seq>/<frame>.png with the dataset's "
                     "official preset. Finished sequences are skipped on re-runs. Under torchrun (or with --shard "
-                    "I/N) each process takes a deterministic share of the sequences.",
-        formatter_class=_HelpFormatter)
+                    "I/N) each process takes a deterministic share of the sequences.")
     p.add_argument("--dataset", choices=["davis2016", "davis2017", "youtubevos", "generic"], default="davis2017",
                    help="dataset layout and preset: DAVIS (JPEGImages/480p, Annotations/480p, ImageSets), "
                         "YouTube-VOS (<split>/JPEGImages, Annotations, meta.json) or generic "

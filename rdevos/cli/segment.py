@@ -11,22 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from rdevos.errors import UsageError
-from rdevos.cli._common import (logger, EXIT_OK, PRESETS, _PRESET_HELP, _VIDEO_SUFFIXES, _HelpFormatter,
-                                _int_at_least, _non_negative_int, check_output_dir, check_output_file,
-                                check_input_dir, check_device, _peak_rss_mib, _inference_config, _add_device,
-                                _add_precision, _add_memory_options, _add_no_progress, _COMMON)
+from rdevos.cli._common import (_PRESET_HELP, _VIDEO_SUFFIXES, EXIT_OK, PRESETS, _add_device, _add_memory_options,
+                                _add_no_progress, _add_precision, _command, _inference_config, _int_at_least,
+                                _non_negative_int, _peak_rss_mib, check_device, check_input_dir, check_output_dir,
+                                check_output_file, logger)
 
 
 # ---------------------------------------------------------------------------------------------------- segment
 def _add_segment(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "segment", parents=[_COMMON], help="segment objects through a video or a folder of frames",
+    p = _command(
+        sub, "segment", help="segment objects through a video or a folder of frames",
         description="Propagate object masks through a video. INPUT is a folder of frames (jpg/png/webp, natural "
                     "order), a video file (mp4/mov/mkv/avi/webm) or a stream URL. Writes one palette PNG per frame "
                     "into OUT as each frame is done; re-running into OUT resumes. Masks may be palette, greyscale "
                     "or colour PNGs (black = background; DAVIS palette colours keep their index, other colours "
-                    "are numbered by first appearance, row by row).",
-        formatter_class=_HelpFormatter)
+                    "are numbered by first appearance, row by row).")
     p.add_argument("input", help="frame folder, video file or stream URL")
     p.add_argument("--mask", action="append", default=[], metavar="PNG[@FRAME]",
                    help="mask for frame FRAME (default 0): palette, greyscale or colour PNG; repeatable")
@@ -286,12 +285,11 @@ def _load_predictor(args: argparse.Namespace) -> Any:
 
 
 def _add_mask(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "mask", parents=[_COMMON], help="make an object mask from a box and/or clicks on one image",
+    p = _command(
+        sub, "mask", help="make an object mask from a box and/or clicks on one image",
         description="Turn a box and/or clicks on one frame into a palette PNG mask with the prompt model (the "
                     "embedded one unless --prompt-model), e.g. the first-frame mask for 'rdevos segment'. "
-                    "--add puts the object into an existing mask instead of starting a new one.",
-        formatter_class=_HelpFormatter)
+                    "--add puts the object into an existing mask instead of starting a new one.")
     p.add_argument("frame", type=Path, help="the image (jpg/png/webp)")
     _add_prompt_options(p, objects=False)
     p.add_argument("--id", type=_int_at_least(1), default=1, help="object id in the mask (1..255)")

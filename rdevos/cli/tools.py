@@ -8,23 +8,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rdevos.errors import UsageError
-from rdevos.cli._common import (EXIT_OK, EXIT_ERROR, PRESETS, _PRESET_HELP, _HelpFormatter, _positive_int,
-                                _non_negative_int, _positive_float, _port, _resolution, _device, _csv_of, _choice,
-                                _objects_spec, check_output_dir, check_output_file, check_input_file, check_device,
-                                _inference_config, _add_device, _add_precision, _add_memory_options,
-                                _add_no_progress, _COMMON)
+from rdevos.cli._common import (_PRESET_HELP, EXIT_ERROR, EXIT_OK, PRESETS, _add_device, _add_memory_options,
+                                _add_no_progress, _add_precision, _choice, _command, _csv_of, _device,
+                                _inference_config, _non_negative_int, _objects_spec, _port, _positive_float,
+                                _positive_int, _resolution, check_device, check_input_file, check_output_dir,
+                                check_output_file)
 
 
 # ---------------------------------------------------------------------------------------------------- bench
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench", parents=[_COMMON], help="frames/s and peak memory per resolution, video length, precision, device",
+    p = _command(
+        sub, "bench", help="frames/s and peak memory per resolution, video length, precision, device",
         description="Measure speed and peak memory (RSS; CUDA max allocated on GPU) of the engine on the bundled "
                     "sample clip, looped to each length. Every configuration runs in a fresh process, so peaks do "
                     "not mix. Without --model: the official architecture with random weights (speed and memory do "
                     "not depend on the weights). --reference also runs the ModelScope reference (CPU, fp32; only "
-                    "from a source checkout).",
-        formatter_class=_HelpFormatter)
+                    "from a source checkout).")
     p.add_argument("--resolutions", type=_csv_of(_resolution_px, "short side"), default=[480], metavar="LIST",
                    help="short sides in pixels (>= 16), comma-separated (default: 480)")
     p.add_argument("--lengths", type=_csv_of(_positive_int, "length"), default=[25, 100], metavar="LIST",
@@ -85,11 +84,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", parents=[_COMMON],
+    p = _command(sub, "train",
                        help="train a model (all stages of a YAML config; resumable; works under torchrun)",
                        description="Train RDE-VOS. Presets live in configs/*.yaml; override fields with dotted "
                                    "KEY=VALUE pairs. Several processes/GPUs: torchrun --nproc_per_node N -m "
-                                   "rdevos.train --config X.yaml.", formatter_class=_HelpFormatter)
+                                   "rdevos.train --config X.yaml.")
     p.add_argument("--config", type=Path, required=True, help="YAML preset, e.g. configs/lite-davis.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. stages.0.iterations=100 precision=fp32")
@@ -122,12 +121,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- serve
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve", parents=[_COMMON], help="web app: segment a video in the browser (needs rdevos[web])",
+    p = _command(
+        sub, "serve", help="web app: segment a video in the browser (needs rdevos[web])",
         description="Start the web app (Gradio). Upload a video or frames, draw objects, run in the background, "
                     "fix frames, download masks and an overlay video. Jobs and results live in --work-dir; a run "
-                    "goes on when the page is closed and a restarted server lists (and continues) earlier jobs.",
-        formatter_class=_HelpFormatter)
+                    "goes on when the page is closed and a restarted server lists (and continues) earlier jobs.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything else than this machine gets "
                                                        "access without login")
     p.add_argument("--port", type=_port, default=7860, help="port to listen on")
@@ -184,13 +182,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- export
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export", parents=[_COMMON], help="export the per-frame graphs to ONNX or TorchScript",
+    p = _command(
+        sub, "export", help="export the per-frame graphs to ONNX or TorchScript",
         description="Write the key encoder, value encoder, segment (memory read + decoder) and compress (RDE "
                     "update) graphs with dynamic frame size, and manifest.json with the settings and "
                     "preprocessing. Run an ONNX export without torch: rdevos.export.OnnxEngine(OUT) "
-                    "(pip install 'rdevos[export]').",
-        formatter_class=_HelpFormatter)
+                    "(pip install 'rdevos[export]').")
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True, help="graph format")
     p.add_argument("--model", required=True, help="checkpoint, ModelScope dir/id, URL or name")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
@@ -221,8 +218,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- models
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", parents=[_COMMON], help="list named models (the default is marked)",
-                       formatter_class=_HelpFormatter)
+    p = _command(sub, "models", help="list named models (the default is marked)")
     p.set_defaults(func=_cmd_models)
 
 
