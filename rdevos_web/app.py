@@ -15,9 +15,7 @@ import gradio as gr
 import numpy as np
 from gradio.components.image_editor import EditorValue
 
-from rdevos.errors import RDEVOSError
-from rdevos.io.masks import read_mask
-from rdevos.io.overlay import overlay_image
+from rdevos import RDEVOSError, overlay_image, read_mask
 from rdevos_web.drawing import apply_strokes, brush_colours, colour_names, strokes_from_layers
 from rdevos_web.jobs import ACCEPTED_EXTENSIONS, Job, JobInfo, JobManager, JobStatus, RunSettings, Upload, WorkFolder
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from rdevos.io.masks import DAVIS_PALETTE
+from rdevos import DAVIS_PALETTE
 
 logger = logging.getLogger(__name__)
 

@@ -40,10 +40,10 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
-from rdevos.errors import InputError, ModelNotFoundError, RDEVOSError
-from rdevos.io import masks as masks_io
-from rdevos.io.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FolderSource, VideoSource, natural_sort_key
-from rdevos.io.masks import DAVIS_PALETTE, LabelMask, as_label_mask, atomic_write, read_mask
+import rdevos
+from rdevos import (DAVIS_PALETTE, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FolderSource, InputError, LabelMask,
+                    ModelNotFoundError, RDEVOSError, VideoSource, as_label_mask, atomic_write, natural_sort_key,
+                    read_mask, write_mask, write_object_masks)
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class Job:
         ids = [int(v) for v in np.unique(labels) if v]
         if not ids:
             raise InputError(f"the mask for frame {index} has no object (every pixel is background)")
-        masks_io.write_mask(self.annotations_dir / f"{index:05d}.png", labels, DAVIS_PALETTE)
+        write_mask(self.annotations_dir / f"{index:05d}.png", labels, DAVIS_PALETTE)
         return ids
 
     def remove_annotation(self, index: int) -> bool:
@@ -307,7 +307,7 @@ class Job:
 
     def export_overlay(self) -> Path:
         """H.264 mp4 of the frames with the result masks drawn over them."""
-        from rdevos.io.overlay import OverlayWriter
+        from rdevos import OverlayWriter
 
         info = self.info()
         dest = self.exports_dir / f"{self._export_stem()}_overlay.mp4"
@@ -325,7 +325,7 @@ class Job:
         info = self.info()
         for i, name in enumerate(self.frame_names):
             labels = self.result(i)
-            masks_io.write_object_masks(tmp, name, labels if labels is not None else
+            write_object_masks(tmp, name, labels if labels is not None else
                                         np.zeros((info.height, info.width), np.uint8), ids)
         dest = self.exports_dir / f"{self._export_stem()}_objects.zip"
         with atomic_write(dest) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
@@ -465,7 +465,7 @@ class WorkFolder:
 
     def create_sample_job(self) -> Job:
         """A job with the bundled sample clip (DAVIS ``bear``) and its first-frame mask."""
-        from rdevos.io.sample import sample_clip_dir, sample_mask_path
+        from rdevos import sample_clip_dir, sample_mask_path
 
         with self._staging() as (job_id, tmp):
             frames = tmp / "frames"
@@ -574,13 +574,9 @@ class WorkFolder:
                        fps=float(fps))
 
 
-def _run_total(direction: str, start: int | None, annotated: list[int], n: int) -> int:
-    """How many frames a run writes (for progress and ETA); ``start`` is an annotated frame or ``None``."""
-    if direction == "forward":
-        return n - (annotated[0] if start is None else start)
-    if direction == "backward":
-        return (annotated[-1] if start is None else start) + 1
-    return n
+def _run_total(direction: str, start: int | None, annotations: dict[int, list[int]], n: int) -> int:
+    """How many results a run gives (for progress and ETA): :func:`rdevos.plan_propagation`'s rule."""
+    return rdevos.plan_propagation(annotations, n, direction, start).total or 0
 
 
 def _signature(job: Job, settings: RunSettings, direction: str, start: int | None) -> str:
@@ -652,10 +648,8 @@ class JobManager:
         Raises:
             InputError: no annotation, the start frame has no mask, or the job is already queued/running.
         """
-        from rdevos.inference.session import Direction
-
         job = self.work.job(job_id)
-        direction = Direction(direction).value
+        direction = rdevos.Direction(direction).value
         settings = settings or self.settings
         annotated = job.annotated_frames()
         if not annotated:
@@ -677,7 +671,7 @@ class JobManager:
             waiting = bool(self._cancel)  # other jobs queued or running
             info = job.update(status=JobStatus.QUEUED, run=run, eta_s=None, frames_per_s=0.0,
                               done=info.done if resumable else 0,
-                              total=_run_total(direction, start, annotated, info.num_frames),
+                              total=_run_total(direction, start, job.annotation_summary(), info.num_frames),
                               message="waiting for the job before it" if waiting else "starting")
             self._cancel[job_id] = threading.Event()
             self._queue.put(job_id)
@@ -749,81 +743,61 @@ class JobManager:
         return self._models[key]
 
     def _write_result(self, job: Job, name: str, labels: np.ndarray) -> None:
-        masks_io.write_mask(job.masks_dir / f"{name}.png", labels, DAVIS_PALETTE)
+        write_mask(job.masks_dir / f"{name}.png", labels, DAVIS_PALETTE)
 
     def _run(self, job: Job, cancel: threading.Event) -> None:
-        import torch
-
-        from rdevos import InferenceConfig
-        from rdevos.device import default_precision, resolve_device
-        from rdevos.inference.session import Direction, VideoSession
-
         info = job.info()
         run = dict(info.run or {})
         settings = RunSettings(model=run.get("model"), device=run.get("device", "auto"),
                                resolution=run.get("resolution"))
         job.update(status=JobStatus.RUNNING, message="loading the model", last_frame=None)
-        done = info.done
         try:
-            device = resolve_device(settings.device)
+            device = rdevos.resolve_device(settings.device)
             try:
                 model = self._model(settings, device)
             except ModelNotFoundError as e:
                 raise ModelNotFoundError(f"{e} In the app: enter the checkpoint's path under 'Model'.") from None
-            config = InferenceConfig.for_model(model.inference_defaults, precision=default_precision(device),
-                                               resolution=settings.resolution)
-            session = VideoSession(model, FolderSource(job.frames_dir), config, device=device)
+            config = rdevos.InferenceConfig.for_model(model.inference_defaults,
+                                                      precision=rdevos.default_precision(device),
+                                                      resolution=settings.resolution)
+            session = rdevos.VideoSession(model, rdevos.FolderSource(job.frames_dir), config, device=device)
             for idx in job.annotated_frames():
                 session.add_mask(idx, job.annotation(idx))
-            resume = None
-            if run.get("resume") and job.state_path.exists():
-                st = torch.load(job.state_path, map_location="cpu", weights_only=True)
-                if st.get("signature") == run["signature"]:
-                    resume = (st["direction"], int(st["frame"]), st["state"])
-                    done = int(st["done"])
-                    logger.info("job %s: resuming the %s pass after frame %d", job.id, st["direction"], st["frame"])
-            if resume is None:
-                done = 0
-            count = {"done": done}
-
-            def checkpoint(direction: Direction, frame: int, state: dict) -> None:
-                with atomic_write(job.state_path) as fh:
-                    torch.save({"signature": run["signature"], "direction": direction.value, "frame": frame,
-                                "state": state, "done": count["done"]}, fh)
-
-            total = max(info.total, 1)
-            job.update(message="", done=done)
+            folder = rdevos.RunFolder(job.masks_dir, state_path=job.state_path)
+            if not run.get("resume"):
+                folder.clear(outputs=False)  # a new run: rewrite the frames it reaches, keep the others
+            job.update(message="", total=session.plan(run["direction"], run.get("start")).total)
             t0 = time.perf_counter()
-            n = 0
-            last_save = 0.0
-            last_idx = info.last_frame
-            for fr in session.propagate(direction=Direction(run["direction"]), start=run.get("start"),
-                                        checkpoint=checkpoint, resume=resume):
-                self._write_result(job, fr.name, fr.labels)
-                n += 1
-                last_idx = fr.index
-                count["done"] = done = done + 1
+            clock = {"n": 0, "last_save": 0.0, "last": info.last_frame}
+
+            def on_frame(p: rdevos.RunProgress) -> None:
+                clock["n"] += 1
+                clock["last"] = p.frame.index
                 now = time.perf_counter()
-                if cancel.is_set():
-                    stopped = self._stopping
-                    job.update(status=JobStatus.INTERRUPTED if stopped else JobStatus.CANCELLED, done=done,
-                               last_frame=fr.index, eta_s=None,
-                               message=f"the server stopped after {done} frames; press Run to continue" if stopped
-                               else "press Run to continue")
-                    logger.info("job %s %s after %d frames", job.id, "stopped" if stopped else "cancelled", done)
-                    return
-                if now - last_save >= 0.25:
-                    fps = n / max(now - t0, 1e-9)
-                    job.update(done=done, last_frame=fr.index, frames_per_s=fps,
-                               eta_s=max(total - done, 0) / fps if fps > 0 else None)
-                    last_save = now
-            dt = time.perf_counter() - t0
-            fps = n / max(dt, 1e-9)
-            job.state_path.unlink(missing_ok=True)
-            job.update(status=JobStatus.DONE, done=done, total=max(done, info.total), frames_per_s=fps, eta_s=0.0,
-                       last_frame=last_idx,
-                       message=f"segmented {n} frames in {dt:.1f} s ({fps:.2f} frames/s)")
-            logger.info("job %s done: %d frames in %.1f s", job.id, n, dt)
+                if now - clock["last_save"] >= 0.25 and not cancel.is_set():
+                    fps = clock["n"] / max(now - t0, 1e-9)
+                    job.update(done=p.done, total=p.total, last_frame=p.frame.index, frames_per_s=fps,
+                               eta_s=max((p.total or 0) - p.done, 0) / fps if fps > 0 else None)
+                    clock["last_save"] = now
+
+            res = rdevos.segment_to_folder(
+                session, folder, signature=run["signature"], direction=run["direction"], start=run.get("start"),
+                replace=True, info={"job": job.id}, on_frame=on_frame, should_stop=cancel.is_set,
+                writer=lambda fr, _path: self._write_result(job, fr.name, fr.labels))
+            if res.stopped:
+                stopped = self._stopping
+                job.update(status=JobStatus.INTERRUPTED if stopped else JobStatus.CANCELLED, done=res.done,
+                           last_frame=clock["last"], eta_s=None,
+                           message=f"the server stopped after {res.done} frames; press Run to continue" if stopped
+                           else "press Run to continue")
+                logger.info("job %s %s after %d frames", job.id, "stopped" if stopped else "cancelled", res.done)
+                return
+            dt = res.seconds
+            fps = res.frames / max(dt, 1e-9)
+            job.update(status=JobStatus.DONE, done=res.done, total=res.total or res.done, frames_per_s=fps, eta_s=0.0,
+                       last_frame=clock["last"],
+                       message=f"segmented {res.frames} frames in {dt:.1f} s ({fps:.2f} frames/s)")
+            logger.info("job %s done: %d frames in %.1f s", job.id, res.frames, dt)
         except RDEVOSError as e:
             logger.warning("job %s failed: %s", job.id, e)
             job.update(status=JobStatus.FAILED, eta_s=None, message=str(e))

@@ -11,7 +11,7 @@ from rdevos_web.jobs import JobManager, RunSettings, WorkFolder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServeOptions", "serve", "model_note"]
+__all__ = ["ServeOptions", "serve", "serve_command", "main", "model_note"]
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -41,8 +41,7 @@ class ServeOptions:
 
 def model_note(settings: RunSettings) -> str:
     """A warning for the page when the default model cannot be found (empty when it can)."""
-    from rdevos.errors import ModelNotFoundError
-    from rdevos.hub import DEFAULT_MODEL, resolve_weights
+    from rdevos import DEFAULT_MODEL, ModelNotFoundError, resolve_weights
 
     model = settings.model
     if model is not None and model != DEFAULT_MODEL:
@@ -94,3 +93,21 @@ def serve(options: ServeOptions) -> None:
     finally:
         manager.shutdown(timeout=10)
         work.release_lock()
+
+
+def serve_command(*, work_dir: Path, host: str, port: int, model: str | None, device: str, resolution: int | None,
+                  max_upload_mb: float, max_frames: int, open_browser: bool) -> int:
+    """``rdevos serve`` (the ``rdevos.commands`` plugin entry point): the CLI has checked the values."""
+    settings = RunSettings(model=model, device=device, resolution=resolution)
+    serve(ServeOptions(work_dir=Path(work_dir), host=host, port=port, settings=settings, max_upload_mb=max_upload_mb,
+                       max_frames=max_frames, open_browser=open_browser))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``rdevos-web`` console script: ``rdevos serve`` with the same options."""
+    import sys
+
+    from rdevos.cli import main as rdevos_main
+
+    return rdevos_main(["serve", *(sys.argv[1:] if argv is None else argv)])

@@ -2,7 +2,8 @@
 
 One runner for every dataset family; the family only picks the folder layout, which annotations are used and the
 inference preset. Each sequence is written to ``OUT/.partial-<seq>/`` and renamed to ``OUT/<seq>/`` when complete,
-so an interrupted run resumes by skipping finished sequences. Shards (``rank``/``world_size``, e.g. from torchrun)
+so an interrupted run resumes by skipping finished sequences, and continues a half-done one after its last saved
+engine state (:func:`rdevos.inference.runs.segment_to_folder`; same PNGs as an uninterrupted run). Shards (``rank``/``world_size``, e.g. from torchrun)
 take the sequences ``sorted(seqs)[rank::world_size]`` and write into the same output folder.
 
 YouTube-VOS follows the official protocol of STCN/XMem: frames are read from the "all frames" release
@@ -28,6 +29,7 @@ import numpy as np
 
 from rdevos.config import InferenceConfig
 from rdevos.errors import InputError
+from rdevos.inference.runs import RunFolder, RunFolderError, run_signature, segment_to_folder
 from rdevos.io.frames import FolderSource
 from rdevos.io.masks import DAVIS_PALETTE, read_mask, write_mask
 
@@ -239,6 +241,41 @@ def _baseline_frames(method: Method, src: FolderSource, ann: dict[int, np.ndarra
         yield fr.index, fr.name, current
 
 
+def _model_id(model: object) -> str:
+    """A cheap fingerprint of a network (config and a few weights), so a partial sequence of another model is redone."""
+    import hashlib
+
+    h = hashlib.sha256(repr(getattr(model, "config", None)).encode())
+    params = list(getattr(model, "parameters", lambda: [])())
+    for p in params[:2] + params[-2:]:
+        h.update(p.detach().float().cpu().numpy().tobytes()[:65536])
+    return h.hexdigest()
+
+
+def _segment_sequence(model: object, src: FolderSource, config: InferenceConfig, device: object,
+                      ann: dict[int, np.ndarray], partial: Path, palette: list[int], required: set[str] | None,
+                      identity: dict[str, str]) -> tuple[int, set[str]]:
+    """Propagate one sequence into ``partial`` (resumable mid-video); returns (frames computed, names written)."""
+    from rdevos.inference.session import VideoSession
+
+    sess = VideoSession(model, src, config, device=device)  # type: ignore[arg-type]
+    for idx, labels in sorted(ann.items()):
+        sess.add_mask(idx, labels)
+    sig = run_signature(source=identity["sequence"], annotations=sess.annotations(), config=config, extra=identity)
+    keep = None if required is None else required.__contains__
+    try:
+        res = segment_to_folder(sess, RunFolder(partial), signature=sig, palette=palette, write=keep)
+    except RunFolderError as e:
+        logger.info("%s: %s; starting the sequence again", identity["sequence"], e)
+        res = segment_to_folder(sess, RunFolder(partial), signature=sig, palette=palette, write=keep,
+                                overwrite=True)
+    if res.resumed is not None:
+        logger.info("%s: resumed the %s pass after frame %d", identity["sequence"], res.resumed.direction.value,
+                    res.resumed.frame)
+    names = {p.stem for p in partial.glob("*.png")}
+    return res.frames, names
+
+
 def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, dataset: Dataset | str = "davis2017",
                 split: str = "val", model: object | None = None, method: Method | str = Method.MODEL,
                 config: InferenceConfig | None = None, device: object = None,
@@ -288,7 +325,8 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
             summary.skipped.append(seq)
             continue
         partial = out_dir / f".partial-{seq}"
-        shutil.rmtree(partial, ignore_errors=True)
+        if meth is not Method.MODEL:
+            shutil.rmtree(partial, ignore_errors=True)  # the baselines are quick: no mid-video resume
         src = FolderSource((layout.all_frames or layout.images) / seq)
         required: set[str] | None = None  # YouTube-VOS: the frames the submission needs; None: every frame
         if ds is Dataset.YOUTUBEVOS:
@@ -307,19 +345,15 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
         n = 0
         written: set[str] = set()
         if meth is Method.MODEL:
-            from rdevos.inference.session import VideoSession
-
-            sess = VideoSession(model, src, config, device=device)  # type: ignore[arg-type]
-            for idx, labels in sorted(ann.items()):
-                sess.add_mask(idx, labels)
-            frames = ((f.index, f.name, f.labels) for f in sess.propagate())
+            n, w = _segment_sequence(model, src, config, device, ann, partial, palette, required,
+                                     {"dataset": ds.value, "sequence": seq, "model": _model_id(model)})
+            written.update(w)
         else:
-            frames = _baseline_frames(meth, src, ann)
-        for _, name, labels in frames:
-            n += 1
-            if required is None or name in required:
-                write_mask(partial / f"{name}.png", labels, palette)
-                written.add(name)
+            for _, name, labels in _baseline_frames(meth, src, ann):
+                n += 1
+                if required is None or name in required:
+                    write_mask(partial / f"{name}.png", labels, palette)
+                    written.add(name)
         if required is not None:
             # Required frames before the first annotation have nothing to track, but a submission needs every one.
             blank = np.zeros(src.size, np.uint8)
@@ -327,6 +361,7 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
                 write_mask(partial / f"{name}.png", blank, palette)
                 written.add(name)
         dt = time.perf_counter() - t0
+        RunFolder(partial).clear(outputs=False)  # the finished sequence keeps its PNGs only
         os.replace(partial, final)
         summary.done.append(seq)
         summary.frames += n

@@ -24,6 +24,7 @@ from rdevos.errors import InputError
 from rdevos.export.graphs import (check_export_args, default_config, example_inputs, export_parts, graph_specs,
                                   prepare_out_dir, write_manifest)
 from rdevos.export import runtime
+from rdevos.inference import bookkeeping
 from rdevos.export.runtime import INSTALL_HINT, MissingDependencyError, import_onnxruntime
 from rdevos.model.network import RDEVOS
 
@@ -123,6 +124,7 @@ def export_onnx(model: RDEVOS, out_dir: str | Path, *, config: InferenceConfig |
                 logger.info("onnxruntime not installed: skipping the check of the exported graphs")
                 verify = False
     shutil.copyfile(runtime.__file__, out / RUNTIME_FILE)
+    shutil.copyfile(bookkeeping.__file__, out / bookkeeping.SHIPPED_NAME)  # the runtime imports it
     manifest = write_manifest(out, backend="onnx", model=model, config=config, precision=prec, objects=k,
                               specs=specs, files=files, opset=opset, verification=verification,
                               extra={"runtime": RUNTIME_FILE})

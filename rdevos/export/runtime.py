@@ -7,8 +7,10 @@ pad, normalise), probability aggregation and the output resize are numpy re-impl
 code, equal up to float rounding.
 
 This module imports only numpy and the standard library (onnxruntime when an engine is built). ``import rdevos``
-loads torch, so an ONNX export carries a copy of this file, ``rdevos_runtime.py``: with numpy and onnxruntime only,
-``from rdevos_runtime import OnnxEngine`` (export folder on ``sys.path``) runs the export without torch.
+loads torch, so an ONNX export carries a copy of this file, ``rdevos_runtime.py``, and of the engine's torch-free
+bookkeeping (:mod:`rdevos.inference.bookkeeping`: memory schedule, group order, mask-id checks) as
+``rdevos_bookkeeping.py``: with numpy and onnxruntime only, ``from rdevos_runtime import OnnxEngine`` (export
+folder on ``sys.path``) runs the export without torch.
 """
 
 from __future__ import annotations
@@ -25,14 +27,11 @@ from typing import Any
 import numpy as np
 
 if __name__.startswith("rdevos."):
-    from rdevos.errors import InputError, RDEVOSError
-else:  # loaded as a standalone file: the rdevos package (and with it torch) may be absent
-
-    class RDEVOSError(Exception):  # type: ignore[no-redef]
-        """Base class of all rdevos errors."""
-
-    class InputError(RDEVOSError, ValueError):  # type: ignore[no-redef]
-        """Bad user input."""
+    from rdevos.inference.bookkeeping import (InputError, RDEVOSError, channel_order, mask_object_ids, memory_due,
+                                              new_object_ids)
+else:  # loaded as a standalone file beside the export: the rdevos package (and with it torch) may be absent
+    from rdevos_bookkeeping import (  # type: ignore[no-redef]  # noqa: I001 - shipped next to this file
+        InputError, RDEVOSError, channel_order, mask_object_ids, memory_due, new_object_ids)
 
 
 logger = logging.getLogger(__name__)
@@ -447,11 +446,9 @@ class ExportedEngine:
             probs.append(self._call("segment", mem_key=mk, mem_value=mv, key=key, f16_thin=f16_thin, f8=f8, f4=f4,
                                     top_k=top_k)[0])
         prob = np.concatenate(probs, axis=0).astype(np.float32)
-        order = [self._ids.index(i) for g in self._groups for i in g.ids]
-        if order != list(range(len(order))):
-            inv = np.empty(len(order), np.int64)
-            inv[np.asarray(order)] = np.arange(len(order))
-            prob = prob[inv]
+        inv = channel_order([g.ids for g in self._groups], self._ids)
+        if inv is not None:
+            prob = prob[np.asarray(inv, np.int64)]
         return prob
 
     def _add_memory(self, key: np.ndarray, values: np.ndarray, new_ids: list[int]) -> None:
@@ -477,13 +474,7 @@ class ExportedEngine:
         if labels.shape != tuple(size):
             raise InputError(f"mask size {labels.shape[0]}x{labels.shape[1]} (HxW) differs from the frame size "
                              f"{size[0]}x{size[1]}")
-        present = [int(v) for v in np.unique(labels) if v != 0]
-        ids = present if objects is None else [int(i) for i in objects]
-        if not ids:
-            raise InputError("the mask has no object (all pixels are background)")
-        if any(i <= 0 for i in ids):
-            raise InputError(f"object ids must be positive integers (0 is background), got {ids}")
-        return labels, ids
+        return labels, mask_object_ids(np.unique(labels).tolist(), objects)
 
     def _check_fixed_objects(self, new_ids: list[int]) -> None:
         k = self.fixed_objects
@@ -517,7 +508,7 @@ class ExportedEngine:
         labels = ids = None
         if mask is not None:
             labels, ids = self._parse_mask(mask, (h, w), objects)
-            self._check_fixed_objects([i for i in dict.fromkeys(ids) if i not in self._ids])
+            self._check_fixed_objects(new_object_ids(ids, self._ids))
         t = self._t
         self.memory_updated = False
         feats = self._call("key_encoder", image=x)
@@ -526,7 +517,7 @@ class ExportedEngine:
         hp, wp = x.shape[-2:]
         obj_prob = self._segment(feats) if self._groups else np.zeros((k, hp, wp), np.float32)
         if labels is not None and ids is not None:
-            new_ids = [i for i in dict.fromkeys(ids) if i not in self._ids]
+            new_ids = new_object_ids(ids, self._ids)
             self._ids += new_ids
             if new_ids:
                 obj_prob = np.concatenate([obj_prob, np.zeros((len(new_ids), hp, wp), np.float32)], axis=0)
@@ -541,8 +532,7 @@ class ExportedEngine:
             self.memory_updated = True
         else:
             prob = aggregate(obj_prob) if k else np.ones((1, hp, wp), np.float32)
-            due = (t % self.mem_every == 0) if self.schedule == "absolute" else (t - self._last_mem_t >= self.mem_every)
-            if due and k and not is_last:
+            if k and not is_last and memory_due(t, self._last_mem_t, self.mem_every, self.schedule):
                 values = self._call("value_encoder", image=x, f16=f16, masks=prob[None, 1:])[0]
                 self._add_memory(key, values, [])
                 self._last_mem_t = t

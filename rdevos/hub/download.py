@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from rdevos.errors import ModelNotFoundError
+from rdevos.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,10 @@ def download_url(url: str, sha256: str | None = None, *, directory: Path | None 
         logger.warning("cached %s does not match its sha256, downloading again", target)
     target_dir.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s to %s", url, target)
-    fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=".part-")
     h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+        with atomic_path(target) as tmp, open(tmp, "xb") as out, \
+                urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
             total = int(resp.headers.get("Content-Length") or 0) or None
             from tqdm.auto import tqdm
 
@@ -74,15 +74,11 @@ def download_url(url: str, sha256: str | None = None, *, directory: Path | None 
                     out.write(block)
                     h.update(block)
                     bar.update(len(block))
-        digest = h.hexdigest()
-        if sha256 is not None and digest != sha256:
-            raise ModelNotFoundError(f"sha256 mismatch for {url}: expected {sha256}, got {digest}")
-        os.replace(tmp, target)
+            digest = h.hexdigest()
+            if sha256 is not None and digest != sha256:
+                raise ModelNotFoundError(f"sha256 mismatch for {url}: expected {sha256}, got {digest}")
     except ModelNotFoundError:
         raise
     except OSError as e:
         raise ModelNotFoundError(f"could not download {url}: {e}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rdevos.config import InferenceConfig, MemorySchedule, Precision
+from rdevos.config import InferenceConfig, Precision
 from rdevos.device import resolve_device
 from rdevos.errors import InputError
+from rdevos.inference.bookkeeping import channel_order, mask_object_ids, memory_due
 from rdevos.inference.memory import MemoryBank
 from rdevos.inference.objects import ObjectManager
 from rdevos.inference.preprocess import (normalize, pad_divide_by, resize_image, resize_labels, resized_size,
@@ -138,10 +139,6 @@ class InferenceEngine:
         dtype = torch.bfloat16 if p is Precision.BF16 else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _order(self) -> list[int]:
-        """Object channel order of the concatenated group outputs, as indices into ``object_ids``."""
-        return [self.objects.index(i) for g in self._groups for i in g.ids]
-
     def _segment(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Per-object probabilities (K, Hp, Wp) of the current frame from memory, in object-id order."""
         key, f16_thin, _, f8, f4 = feats
@@ -156,11 +153,9 @@ class InferenceEngine:
         if self.config.precision is not Precision.FP32:
             readout = readout.to(f16_thin.dtype)
         prob = torch.sigmoid(self.model.segment(readout, f16_thin, f8, f4)[:, 0].float())
-        order = self._order()
-        if order != list(range(len(order))):
-            inv = torch.empty(len(order), dtype=torch.long)
-            inv[torch.tensor(order)] = torch.arange(len(order))
-            prob = prob[inv.to(prob.device)]
+        inv = channel_order([g.ids for g in self._groups], self.object_ids)
+        if inv is not None:
+            prob = prob[torch.tensor(inv, device=prob.device)]
         return prob
 
     def _encode_values(self, image: torch.Tensor, f16: torch.Tensor, obj_prob: torch.Tensor) -> torch.Tensor:
@@ -200,10 +195,7 @@ class InferenceEngine:
         if tuple(labels.shape) != tuple(size):
             raise InputError(f"mask size {labels.shape[0]}x{labels.shape[1]} (HxW) differs from the frame size "
                              f"{size[0]}x{size[1]}")
-        present = [int(v) for v in torch.unique(labels).tolist() if v != 0]
-        ids = present if objects is None else [int(i) for i in objects]
-        if not ids:
-            raise InputError("the mask has no object (all pixels are background)")
+        ids = mask_object_ids(torch.unique(labels).tolist(), objects)
         return labels.to(self.device), ids
 
     # ----------------------------------------------------------------- main entry
@@ -258,9 +250,7 @@ class InferenceEngine:
                 self.memory_updated = True
             else:
                 prob = aggregate_probs(obj_prob) if k else obj_prob.new_ones(1, hp, wp)
-                due = (t % cfg.mem_every == 0) if cfg.schedule is MemorySchedule.ABSOLUTE else \
-                    (t - self._last_mem_t >= cfg.mem_every)
-                if due and k and not is_last:
+                if k and not is_last and memory_due(t, self._last_mem_t, cfg.mem_every, cfg.schedule.value):
                     values = self._encode_values(x, feats.f16, prob[1:])
                     self._add_memory(feats.key, values, [])
                     self._last_mem_t = t

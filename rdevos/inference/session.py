@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,6 +15,8 @@ import torch
 from rdevos.config import InferenceConfig
 from rdevos.errors import InputError
 from rdevos.inference.engine import InferenceEngine
+from rdevos.inference.plan import Direction, PropagationPlan, plan_propagation
+from rdevos.inference.runs import RunState
 from rdevos.io.frames import FrameSource, open_frames
 from rdevos.io.masks import as_label_mask
 from rdevos.model.network import RDEVOS
@@ -26,13 +28,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["VideoSession", "SegmentedFrame", "Direction"]
 
-Checkpoint = Callable[["Direction", int, dict], None]
-
-
-class Direction(str, enum.Enum):
-    FORWARD = "forward"
-    BACKWARD = "backward"
-    BOTH = "both"
 
 
 @dataclass
@@ -45,6 +40,8 @@ class SegmentedFrame:
     prob: torch.Tensor | None  #: (K+1, H, W) float32 probabilities if requested, channel i+1 = object_ids[i]
     object_ids: list[int]  #: ids of the channels of ``prob``
     direction: Direction  #: pass that produced it
+    fused: bool = False  #: a frame reached by both passes of ``both``: labels fused by the nearest-annotation rule
+    final: bool = True  #: the last result for this frame (``False``: a fused result follows in the backward pass)
 
 
 @dataclass
@@ -193,6 +190,29 @@ class VideoSession:
             return None
         return np.where(np.isin(ann.labels, ids), ann.labels, 0), ids
 
+    def annotations(self) -> dict[int, np.ndarray]:
+        """Frame index -> (H, W) int32 label map of the objects given there (removed objects left out)."""
+        out = {}
+        for f in self.annotated_frames:
+            m = self._mask_for(f)
+            if m is not None:
+                out[f] = m[0]
+        return out
+
+    def plan(self, direction: Direction | str = Direction.FORWARD, start: int | None = None) -> PropagationPlan:
+        """The frames :meth:`propagate` visits and yields with these annotations (see :mod:`rdevos.inference.plan`).
+
+        Raises:
+            InputError: no mask was added, or nothing to propagate from ``start`` in that direction.
+        """
+        ann = {f: m[1] for f in self.annotated_frames if (m := self._mask_for(f)) is not None}
+        if not ann:
+            raise InputError("no mask has been added: call add_mask(frame_idx, mask) first")
+        try:
+            return plan_propagation(ann, self.source.num_frames, direction, start)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+
     def _frames(self, indices: range) -> Iterator[tuple[int, str, np.ndarray]]:
         if indices.step > 0:
             for fr in self.source:
@@ -205,60 +225,86 @@ class VideoSession:
                 fr = self.source.get(i)
                 yield fr.index, fr.name, fr.image
 
-    def _pass(self, indices: range, direction: Direction, return_probs: bool, state: dict | None,
-              checkpoint: Checkpoint | None) -> Iterator[SegmentedFrame]:
-        eng = InferenceEngine(self.model, self.config, device=self.device)
-        if state is not None:
-            eng.load_state_dict(state)
-        last = indices[-1] if len(indices) else None
-        for idx, name, image in self._frames(indices):
-            m = self._mask_for(idx)
-            if m is None and not eng.object_ids:
-                continue  # nothing to track yet (before the first annotation of this pass)
-            prob = eng.step(image, m[0] if m else None, objects=m[1] if m else None, is_last=idx == last)
-            labels = eng.probs_to_labels(prob).to(torch.uint8).cpu().numpy()
-            yield SegmentedFrame(idx, name, labels, prob if return_probs else None, eng.object_ids, direction)
-            if checkpoint is not None and eng.memory_updated:
-                # Memory changes only here, so this state resumes at idx + step with identical results.
-                checkpoint(direction, idx, eng.state_dict())
-
     def propagate(self, *, direction: Direction | str = Direction.FORWARD, start: int | None = None,
-                  return_probs: bool = False, checkpoint: Checkpoint | None = None,
-                  resume: tuple[Direction | str, int, dict] | None = None) -> Iterator[SegmentedFrame]:
+                  return_probs: bool = False, checkpoint: Callable[[RunState], None] | None = None,
+                  resume: RunState | tuple[Direction | str, int, dict] | None = None,
+                  earlier: Callable[[int], np.ndarray | None] | None = None) -> Iterator[SegmentedFrame]:
         """Propagate the annotations through the video, one frame at a time.
 
+        The passes follow :func:`~rdevos.inference.plan.plan_propagation`: ``forward`` from the first annotated
+        frame to the end; ``backward`` from the last annotated frame to frame 0; ``both``: every frame gets a
+        result, each object is carried forward from every frame it is given on and backward from the frame it is
+        first given on; frames reached by both passes are fused by the nearest-annotation rule and yielded twice
+        (the forward result, then the fused one, with ``final=True``). Annotations inside a pass are applied when
+        it reaches them.
+
         Args:
-            direction: ``forward`` from the first annotated frame to the end; ``backward`` from the last annotated
-                frame to frame 0; ``both`` = forward from the first annotated frame, then backward from it to 0.
-                Annotations inside a pass's range are applied when it reaches them.
-            start: frame to start from instead of the first (forward) / last (backward) annotation.
-            return_probs: also return the (K+1, H, W) probabilities.
-            checkpoint: called as ``checkpoint(direction, frame_idx, engine_state)`` after each frame that updated
-                the memory; the state (a few MB) lets an interrupted run continue exactly.
-            resume: ``(direction, frame_idx, engine_state)`` from ``checkpoint``: continue that pass after
-                ``frame_idx`` (a backward resume skips the forward pass of ``both``).
+            direction: ``forward``, ``backward`` or ``both``.
+            start: begin the passes at this frame instead of at the annotations.
+            return_probs: also return the (K+1, H, W) probabilities (``None`` on fused frames).
+            checkpoint: called with a :class:`~rdevos.inference.runs.RunState` after each frame that updated the
+                memory (a few MB); resuming from it continues the run with identical results.
+            resume: a :class:`RunState` from ``checkpoint``: continue after its frame (same annotations,
+                direction and start).
+            earlier: ``frame -> (H, W) uint8 labels`` the forward pass gave (or ``None``), for fused frames of a
+                resumed ``both`` run; otherwise they are kept in memory, compressed, during the forward pass.
         Yields:
             :class:`SegmentedFrame` in processing order.
         """
-        direction = Direction(direction)
-        if not self._ann:
-            raise InputError("no mask has been added: call add_mask(frame_idx, mask) first")
-        n = self.source.num_frames
-        first, last = min(self._ann), max(self._ann)
-        rdir, rframe, rstate = (Direction(resume[0]), resume[1], resume[2]) if resume else (None, 0, None)
-        if direction in (Direction.FORWARD, Direction.BOTH) and rdir is not Direction.BACKWARD:
-            s = first if start is None else start
-            stop = n if n is not None else 1 << 62
-            if rdir is Direction.FORWARD:
-                s = rframe + 1
-            yield from self._pass(range(s, stop), Direction.FORWARD, return_probs, rstate, checkpoint)
-        if direction is Direction.FORWARD or (direction is Direction.BOTH and first == 0):
-            return
-        s = (last if direction is Direction.BACKWARD else first) if start is None else start
-        if rdir is Direction.BACKWARD:
-            yield from self._pass(range(rframe - 1, -1, -1), Direction.BACKWARD, return_probs, rstate, checkpoint)
-            return
-        it = self._pass(range(s, -1, -1), Direction.BACKWARD, return_probs, None, checkpoint)
-        if direction is Direction.BOTH:
-            next(it, None)  # the start frame was output by the forward pass; read again only for memory
-        yield from it
+        plan = self.plan(direction, start)
+        if resume is not None and not isinstance(resume, RunState):
+            resume = RunState(Direction(resume[0]), int(resume[1]), resume[2])
+        k0 = 0
+        if resume is not None:
+            try:
+                k0 = plan.pass_index(resume.direction)
+            except ValueError:
+                raise InputError(f"cannot resume a {resume.direction.value} pass: this run has none") from None
+            if resume.frame not in plan.passes[k0].frames():
+                raise InputError(f"cannot resume after frame {resume.frame}: the {resume.direction.value} pass "
+                                 "does not visit it")
+        to_fuse = frozenset().union(*(p.fused for p in plan.passes))
+        stash: dict[int, tuple[bytes, tuple[int, ...]]] = {}
+        for k in range(k0, len(plan.passes)):
+            p = plan.passes[k]
+            frames = p.frames()
+            state = None
+            if resume is not None and k == k0:
+                frames = range(resume.frame + frames.step, frames.stop, frames.step)
+                state = resume.engine
+            eng = InferenceEngine(self.model, self.config, device=self.device)
+            if state is not None:
+                eng.load_state_dict(state)
+            last = p.frames()[-1] if p.end is not None else None
+            for idx, name, image in self._frames(frames):
+                m = self._mask_for(idx)
+                prob = eng.step(image, m[0] if m else None, objects=m[1] if m else None, is_last=idx == last)
+                if p.gives(idx):
+                    labels = eng.probs_to_labels(prob).to(torch.uint8).cpu().numpy()
+                    ids = list(eng.object_ids)
+                    out_prob = prob if return_probs else None
+                    if idx in p.fused:
+                        fwd = self._earlier(idx, stash, earlier)
+                        labels = plan.fuse(idx, fwd, labels)
+                        ids = [i for i in self.object_ids if i in set(ids) | {int(v) for v in np.unique(fwd)}]
+                        out_prob = None
+                    elif idx in to_fuse and p.direction is Direction.FORWARD:
+                        stash[idx] = (zlib.compress(labels.tobytes(), 1), labels.shape)
+                    yield SegmentedFrame(idx, name, labels, out_prob, ids, p.direction, fused=idx in p.fused,
+                                         final=plan.is_final(p.direction, idx))
+                if checkpoint is not None and eng.memory_updated:
+                    # Memory changes only here, so this state resumes at idx + step with identical results.
+                    checkpoint(RunState(p.direction, idx, eng.state_dict()))
+
+    @staticmethod
+    def _earlier(idx: int, stash: dict[int, tuple[bytes, tuple[int, ...]]],
+                 earlier: Callable[[int], np.ndarray | None] | None) -> np.ndarray:
+        labels = earlier(idx) if earlier is not None else None
+        if idx in stash:
+            data, shape = stash.pop(idx)
+            if labels is None:
+                labels = np.frombuffer(zlib.decompress(data), np.uint8).reshape(shape)
+        if labels is None:
+            raise InputError(f"frame {idx} is fused with the forward pass's result, which is not available (a "
+                             "resumed 'both' run needs earlier=...: e.g. segment_to_folder)")
+        return labels

@@ -8,11 +8,9 @@ All writers write to a temporary file in the destination folder and then
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from rdevos.errors import InputError
+from rdevos.io.atomic import atomic_write
 
 __all__ = [
     "DAVIS_PALETTE",
@@ -123,7 +122,7 @@ def _grey_labels(grey: np.ndarray, what: str) -> np.ndarray:
     """Greyscale values are labels; a mask whose only values are 0 and 255 is binary (label 1)."""
     values = np.unique(grey)
     if values.size and values[-1] == 255 and set(values.tolist()) <= {0, 255}:
-        logger.info("%s is black/white (0/255): reading it as a binary mask (label 1)", what)
+        logger.debug("%s is black/white (0/255): reading it as a binary mask (label 1)", what)
         return (grey == 255).astype(np.uint8)
     return grey.astype(np.uint8)
 
@@ -201,8 +200,12 @@ def _labels_from_image(im: Image.Image, what: str) -> tuple[np.ndarray, list[int
     raise InputError(f"{what} is {_article(mode)} {mode} image, which rdevos does not read as a mask; {_MODE_FIX}")
 
 
-def read_mask(path: PathLike) -> LabelMask:
-    """Read a label-map PNG (or any lossless image) as a :class:`LabelMask`.
+def read_mask(path: PathLike, *, colour: bool = True) -> LabelMask:
+    """Read a label-map PNG (or any lossless image) as a :class:`LabelMask`: the one label reader of rdevos.
+
+    The rule for 0/255, everywhere (inference, training, the dataset runners): a greyscale mask whose only values
+    are 0 and 255 is binary (255 -> object 1, as the DAVIS-2016 release); in a palette mask, index 255 is a label
+    like any other (DAVIS-2017's "void" is a dataset rule, applied by :mod:`rdevos.eval.runners`).
 
     Accepted modes: ``'P'`` (palette indices are labels), ``'L'`` (values are labels; a mask whose only values
     are 0 and 255 is binary: label 1), ``'1'`` (binary -> labels 0/1), and colour masks ``'RGB'``/``'RGBA'``
@@ -212,6 +215,7 @@ def read_mask(path: PathLike) -> LabelMask:
 
     Args:
         path: mask file.
+        colour: also read colour masks (``False``: only ``'P'``/``'L'``/``'1'``, as dataset annotations are).
 
     Returns:
         :class:`LabelMask` with ``uint8`` ``(H, W)`` labels.
@@ -224,6 +228,8 @@ def read_mask(path: PathLike) -> LabelMask:
         raise InputError(f"mask '{p}' does not exist")
     try:
         with Image.open(p) as im:
+            if not colour and im.mode not in ("P", "L", "1"):
+                raise InputError(f"{p}: annotation mode {im.mode!r}; expected a palette ('P') or greyscale ('L') PNG")
             im.load()
             labels, palette = _labels_from_image(im, f"mask '{p}'")
     except InputError:
@@ -359,34 +365,6 @@ def fit_mask_to_frame(mask: LabelMask, frame_size: tuple[int, int], *, name: str
                    name, mh, mw, fh, fw)
     resized = Image.fromarray(mask.labels).resize((fw, fh), Image.NEAREST)
     return LabelMask(np.asarray(resized, dtype=np.uint8).copy(), mask.palette)
-
-
-# --------------------------------------------------------------------------- atomic writing
-
-
-@contextlib.contextmanager
-def atomic_write(path: PathLike) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path`` for writing; ``os.replace`` it onto ``path`` on success.
-
-    Parent folders are created. On error the temporary file is removed and ``path`` is untouched.
-
-    Args:
-        path: final destination.
-
-    Yields:
-        A binary file object.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with open(tmp, "xb") as fh:  # honours the umask, unlike tempfile's 0600
-            yield fh
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _labels_for_writing(labels: np.ndarray | LabelMask) -> np.ndarray:

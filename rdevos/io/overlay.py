@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-import uuid
+import contextlib
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from rdevos.errors import InputError
-from rdevos.io.masks import DAVIS_PALETTE, atomic_write
+from rdevos.io.atomic import atomic_path, atomic_write
+from rdevos.io.masks import DAVIS_PALETTE
 
 __all__ = ["overlay_image", "OverlayWriter", "GifWriter"]
 
@@ -150,6 +151,7 @@ class OverlayWriter:
         self._container: Any = None
         self._stream: Any = None
         self._tmp: Path | None = None
+        self._atomic = contextlib.ExitStack()
         self._time_base = Fraction(1, 1)
 
     def open(self) -> OverlayWriter:
@@ -159,7 +161,8 @@ class OverlayWriter:
         if self._container is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.parent / f".{self.path.stem}.{uuid.uuid4().hex[:12]}{self.path.suffix or '.mp4'}"
+        self._atomic = contextlib.ExitStack()
+        self._tmp = self._atomic.enter_context(atomic_path(self.path, suffix=self.path.suffix or ".mp4"))
         rate = Fraction(self.fps).limit_denominator(1001)
         try:
             self._container = av.open(str(self._tmp), mode="w")
@@ -223,8 +226,7 @@ class OverlayWriter:
                 logger.warning("overlay %s: no frames written, no video created", self.path)
                 self._cleanup()
                 return
-            assert self._tmp is not None
-            os.replace(self._tmp, self.path)
+            self._atomic.close()  # moves the finished file onto self.path
             self._tmp = None
             logger.debug("wrote overlay video %s (%d frames)", self.path, self.frames_written)
         except BaseException:
@@ -239,10 +241,9 @@ class OverlayWriter:
                 logger.debug("error closing %s", self._tmp, exc_info=True)
             self._container = None
         if self._tmp is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._tmp.unlink()
-            except OSError:
-                pass
+            self._atomic.close()  # nothing left to move: self.path stays untouched
             self._tmp = None
 
     def __enter__(self) -> OverlayWriter:

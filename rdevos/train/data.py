@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from rdevos.errors import InputError
+from rdevos.io.masks import read_mask
 
 logger = logging.getLogger(__name__)
 
@@ -66,27 +67,13 @@ def _as_spec(item: int | SampleSpec | Sequence[int], default_skip: int) -> Sampl
 
 # ------------------------------------------------------------------------------------------------ reading
 def load_label_mask(path: Path) -> np.ndarray:
-    """Read an annotation PNG as an (H, W) uint8 label map.
-
-    Palette ('P') and greyscale ('L') pixel values are labels; an 'L' mask using only {0, 255} is binary
-    (255 -> 1; the DAVIS-2016 release). ``1``-bit masks become {0, 1}.
+    """Read an annotation PNG as an (H, W) uint8 label map (:func:`rdevos.io.masks.read_mask`'s rule: an 'L' mask
+    using only {0, 255} is binary, 255 -> 1; ``1``-bit masks become {0, 1}).
 
     Raises:
         InputError: unreadable file or a colour (RGB/RGBA) mask.
     """
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            if mode == "1":
-                return np.asarray(im, dtype=np.uint8)
-            if mode not in ("P", "L"):
-                raise InputError(f"{path}: annotation mode {mode!r}; expected a palette ('P') or greyscale ('L') PNG")
-            arr = np.array(im, dtype=np.uint8)
-    except (OSError, SyntaxError) as e:
-        raise InputError(f"cannot read annotation {path}: {e}") from e
-    if mode == "L" and arr.max(initial=0) == 255 and np.isin(arr, (0, 255)).all():
-        arr = (arr > 0).astype(np.uint8)
-    return arr
+    return read_mask(path, colour=False).labels
 
 
 def _read_rgb(path: Path) -> np.ndarray:

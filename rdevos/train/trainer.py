@@ -22,11 +22,9 @@ import os
 import random
 import re
 import signal
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +32,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from rdevos.config import InferenceConfig, ModelConfig, Precision
-from rdevos.device import cpu_has_fast_bf16
+from rdevos.config import InferenceConfig, Precision
+from rdevos.device import cpu_has_fast_bf16, resolve_device
 from rdevos.errors import CheckpointError, InputError
 from rdevos.hub.backbones import load_imagenet_backbone
-from rdevos.hub.convert import load_state, save_checkpoint
+from rdevos.hub.convert import LoadReport, load_backbone, load_state, load_weights, save_checkpoint
+from rdevos.io.atomic import atomic_path, write_text_atomic
 from rdevos.model.network import RDEVOS
 from rdevos.train.config import SourceKind, StageConfig, TrainConfig, TrainPrecision
 from rdevos.train.data import (ClipSampler, MixedDataset, StaticPseudoVideoDataset, SyntheticVideoDataset,
@@ -56,142 +55,6 @@ __all__ = ["Trainer", "run_training", "load_weights", "load_backbone", "build_st
 CKPT_FORMAT = "rdevos-train"
 CKPT_VERSION = 1
 _CKPT_RE = re.compile(r"ckpt-(\d+)-(.+)-(\d+)\.pt$")
-
-
-# ------------------------------------------------------------------------------------------------ weights
-@dataclass
-class LoadReport:
-    """What :func:`load_weights` changed to make a checkpoint fit (empty lists: an exact fit)."""
-
-    source: str
-    format: str
-    padded: list[str]
-    trimmed: list[str]
-    initialised: list[str]  #: model keys absent from the checkpoint, left at their fresh init
-    dropped: list[str]  #: checkpoint keys the model does not have
-
-    def summary(self) -> str:
-        parts = []
-        if self.padded:
-            parts.append(f"padded input channels of {self.padded} (orthogonal init, seeded)")
-        if self.trimmed:
-            parts.append(f"dropped input channels of {self.trimmed}")
-        if self.initialised:
-            parts.append(f"{len(self.initialised)} keys not in the checkpoint kept their fresh init "
-                         f"({_prefixes(self.initialised)})")
-        if self.dropped:
-            parts.append(f"{len(self.dropped)} checkpoint keys unused ({_prefixes(self.dropped)})")
-        return "; ".join(parts) or "exact fit"
-
-
-def _prefixes(keys: list[str]) -> str:
-    return ", ".join(sorted({k.split(".")[0] + "." + k.split(".")[1] if k.count(".") > 1 else k for k in keys})[:6])
-
-
-_CONVERTIBLE = ("mem_compress.",)  # the only module a stage-0 (single-object) checkpoint lacks
-
-
-def load_weights(net: RDEVOS, path: str | os.PathLike[str], *, seed: int = 0) -> LoadReport:
-    """Load official / ModelScope / rdevos weights into ``net``, converting between stage-0 and multi-object.
-
-    Conversions (each is reported in the log and the returned report, never silent):
-
-    * stage-0 -> multi-object: ``value_encoder.conv1.weight`` [64, 4, 7, 7] gets a fifth input channel with an
-      orthogonal init (the reference does the same, unseeded; we seed it with ``seed``); ``mem_compress.*`` is
-      missing and keeps the network's fresh init;
-    * multi-object -> stage-0: the "others" channel is dropped and ``mem_compress.*`` is ignored.
-
-    Any other mismatch raises :class:`~rdevos.errors.CheckpointError` listing the keys.
-    """
-    sd, _, fmt = load_state(path)
-    own = net.state_dict()
-    sd = dict(sd)
-    padded, trimmed = [], []
-    k = "value_encoder.conv1.weight"
-    if k in sd and k in own and sd[k].shape != own[k].shape and sd[k].ndim == 4 and \
-            sd[k].shape[0] == own[k].shape[0] and sd[k].shape[2:] == own[k].shape[2:]:
-        have, want = sd[k].shape[1], own[k].shape[1]
-        if have < want:
-            g = torch.Generator().manual_seed(seed)
-            pad = torch.empty(own[k].shape[0], want - have, *own[k].shape[2:])
-            nn.init.orthogonal_(pad, generator=g)
-            sd[k] = torch.cat([sd[k].float(), pad], dim=1).to(sd[k].dtype)
-            padded.append(k)
-        else:
-            sd[k] = sd[k][:, :want].clone()
-            trimmed.append(k)
-    missing = [m for m in own if m not in sd]
-    unexpected = [u for u in sd if u not in own]
-    shapes = [s for s in own if s in sd and tuple(sd[s].shape) != tuple(own[s].shape)]
-    bad_missing = [m for m in missing if not m.startswith(_CONVERTIBLE)]
-    bad_unexpected = [u for u in unexpected if not u.startswith(_CONVERTIBLE)]
-    if bad_missing or bad_unexpected or shapes:
-        lines = [f"cannot load {path} (format {fmt}) into the {_arch(net.config)} network: "
-                 f"{len(bad_missing)} missing, {len(bad_unexpected)} unexpected, {len(shapes)} wrong shape"]
-        if bad_missing:
-            lines.append("  missing: " + ", ".join(bad_missing[:6]))
-        if bad_unexpected:
-            lines.append("  unexpected: " + ", ".join(bad_unexpected[:6]))
-        if shapes:
-            lines.append("  wrong shape: " + "; ".join(f"{s}: checkpoint {tuple(sd[s].shape)} vs model "
-                                                       f"{tuple(own[s].shape)}" for s in shapes[:4]))
-        raise CheckpointError("\n".join(lines))
-    merged = {m: (sd[m] if m in sd else own[m]) for m in own}
-    net.load_state_dict(merged, strict=True)
-    report = LoadReport(str(path), fmt, padded, trimmed, missing, unexpected)
-    (logger.warning if (padded or trimmed or missing or unexpected) else logger.info)(
-        "loaded %s weights from %s: %s", fmt, path, report.summary())
-    return report
-
-
-def _arch(cfg: ModelConfig) -> str:
-    return ("single-object " if cfg.single_object else "multi-object ") + \
-        ("official" if cfg == ModelConfig(single_object=cfg.single_object) else "custom")
-
-
-def load_backbone(encoder: nn.Module, path: str | os.PathLike[str], *, seed: int = 0) -> list[str]:
-    """Load a torchvision-layout ResNet state dict (e.g. ImageNet ``resnet50``/``resnet18`` weights) into the key or
-    value encoder (``layer1`` -> ``res2`` for the key encoder; extra input channels of ``conv1`` padded with a seeded
-    orthogonal init, as the reference's ``mod_resnet.load_weights_sequential``).
-
-    Returns:
-        the encoder keys that kept their init (e.g. conv biases the torchvision ResNet lacks; the fuser).
-    """
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read backbone weights {path}: {e}") from e
-    if isinstance(sd, Mapping) and "state_dict" in sd:
-        sd = sd["state_dict"]
-    own = encoder.state_dict()
-    renamed = {}
-    for k, v in sd.items():
-        k = k.removeprefix("module.")
-        if k.startswith(("layer4.", "fc.")):
-            continue
-        if "res2.0.conv1.weight" in own and k.startswith("layer1."):
-            k = "res2." + k[len("layer1."):]
-        renamed[k] = v
-    loaded, skipped = {}, []
-    for k, v in renamed.items():
-        if k not in own:
-            skipped.append(k)
-            continue
-        if k == "conv1.weight" and v.shape[1] < own[k].shape[1] and v.shape[0] == own[k].shape[0]:
-            pad = torch.empty(v.shape[0], own[k].shape[1] - v.shape[1], *v.shape[2:])
-            nn.init.orthogonal_(pad, generator=torch.Generator().manual_seed(seed))
-            v = torch.cat([v, pad], dim=1)
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"backbone {path}: {k} has shape {tuple(v.shape)}, the encoder needs "
-                                  f"{tuple(own[k].shape)} (wrong ResNet depth/width for this ModelConfig?)")
-        loaded[k] = v
-    if not loaded:
-        raise CheckpointError(f"backbone {path}: no key matches a torchvision ResNet layout")
-    kept = [k for k in own if k not in loaded]
-    encoder.load_state_dict({**own, **loaded}, strict=True)
-    logger.warning("loaded backbone %s: %d tensors; %d kept their init (%s); %d ignored", path, len(loaded),
-                   len(kept), ", ".join(kept[:4]) + (" ..." if len(kept) > 4 else ""), len(skipped))
-    return kept
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -263,33 +126,10 @@ def _loss_weights(stage: StageConfig, it: int) -> LossWeights:
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then ``os.replace`` (never a half-written checkpoint)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    """Never a half-written checkpoint (see :mod:`rdevos.io.atomic`)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, _umask_mode())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, _umask_mode())
-    os.replace(tmp, path)
 
 
 def find_latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
@@ -440,13 +280,15 @@ def _image_grid(data: Mapping[str, torch.Tensor], masks: torch.Tensor) -> torch.
 
 # ------------------------------------------------------------------------------------------------ trainer
 def _resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise InputError("device 'cuda' requested but CUDA is not available")
-    return torch.device("cuda", info.local_rank if info else 0)
-
-
+    """The library's device rule (auto: CUDA, then MPS, then CPU); under torchrun CUDA is this rank's GPU."""
+    dev = resolve_device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name!r} requested but CUDA is not available")
+        return torch.device("cuda", info.local_rank if info else (dev.index or 0))
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' requested but Apple MPS is not available")
+    return dev
 
 
 def _resolve_precision(p: TrainPrecision, device: torch.device) -> TrainPrecision:
@@ -736,7 +578,7 @@ class Trainer:
         barrier()
         si0, it0, state = self._resume_point(resume)
         if self.is_main:
-            _atomic_write_text(self.output_dir / "train_config.yaml", cfg.to_yaml())
+            write_text_atomic(self.output_dir / "train_config.yaml", cfg.to_yaml())
             self._log = _ScalarLog(self.output_dir / "logs")
         budget = [max_iterations]
         last: Path | None = None
@@ -765,7 +607,7 @@ class Trainer:
         return final
 
     def _write_metrics(self) -> None:
-        _atomic_write_text(self.output_dir / "metrics.json", json.dumps(self.metrics, indent=2, default=float) + "\n")
+        write_text_atomic(self.output_dir / "metrics.json", json.dumps(self.metrics, indent=2, default=float) + "\n")
 
     def _run_stage(self, si: int, start: int, state: dict[str, Any] | None, budget: list[int | None]) -> Path:
         cfg, stage = self.config, self.config.stages[si]

@@ -92,6 +92,7 @@ def test_resume_after_interruption_matches_clean_run(tmp_path: Path, ckpt: Path,
     assert _run(FRAMES, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "3") == 0
     meta = json.loads((out / ".rdevos-run.json").read_text())
     assert meta["complete"] and meta["frames_this_run"] < N  # resumed, not restarted
+    assert meta["done"] == meta["total"] == N  # the progress reaches 100 % after the resume
     a, b = _pngs(clean), _pngs(out)
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     # A different run into the same folder is refused; --overwrite redoes it.
@@ -235,3 +236,39 @@ def test_rgb_masks_from_editors(tmp_path: Path, ckpt: Path, short_clip: Path) ->
     np.testing.assert_array_equal(np.asarray(out), want.labels)
     colours = {tuple(out.getpalette()[3 * k:3 * k + 3]) for k in (1, 2)}
     assert colours == {(250, 20, 200), (20, 220, 90)}
+
+
+def test_a_finished_run_restores_missing_masks_and_says_so(tmp_path: Path, ckpt: Path, short_clip: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert _run(short_clip, "--mask", MASK, "-o", out, "--model", ckpt) == 0
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    for name in ("00002.png", "00005.png"):
+        (out / name).unlink()
+    capsys.readouterr()
+    assert _run(short_clip, "--mask", MASK, "-o", out, "--model", ckpt) == 0
+    said = capsys.readouterr().out
+    assert "restored 2 missing mask(s)" in said and "00002" in said and "00005" in said
+    after = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert after == before  # the same bytes as the first run
+    untouched = {n: t for n, t in kept.items() if n not in ("00002.png", "00005.png")}
+    assert {n: (out / n).stat().st_mtime_ns for n in untouched} == untouched  # the others were not rewritten
+    assert _run(short_clip, "--mask", MASK, "-o", out, "--model", ckpt) == 0  # now complete: nothing to do
+    assert "restored" not in capsys.readouterr().out
+
+
+def test_both_with_an_object_given_later_covers_every_frame(tmp_path: Path, ckpt: Path, short_clip: Path) -> None:
+    first = np.asarray(Image.open(MASK))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    write_mask(masks / "00000.png", first)
+    new = np.zeros_like(first)
+    new[10:60, 10:80] = 2
+    write_mask(masks / "00004.png", new)
+    out = tmp_path / "out"
+    assert main(["-q", "segment", str(short_clip), "--masks-dir", str(masks), "-o", str(out), "--model", str(ckpt),
+                 "--no-progress", "--resolution", "native", "--precision", "fp32", "--direction", "both"]) == 0
+    assert sorted(p.stem for p in out.glob("*.png")) == [f"{i:05d}" for i in range(7)]
+    meta = json.loads((out / ".rdevos-run.json").read_text())
+    assert meta["complete"] and meta["done"] == meta["total"] == 7 + 4

@@ -95,3 +95,31 @@ def test_bad_dataset_folders(tmp_path: Path, davis_tree: Path) -> None:
         find_layout(davis_tree, "davis2017")
     with pytest.raises(InputError, match="needs a model"):
         run_dataset(davis_tree, tmp_path / "x", sequences=["bear"], method="model", split="train")
+
+
+def test_an_interrupted_sequence_resumes_mid_video(davis_tree: Path, tmp_path: Path, tiny_model: RDEVOS,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import rdevos.io.masks as masks_mod
+
+    clean = run_dataset(davis_tree, tmp_path / "clean", model=tiny_model, sequences=["bear"], progress=False)
+    assert clean.frames == 6
+    real = masks_mod.write_mask
+    count = {"n": 0}
+
+    def killed(path, *a, **k):  # type: ignore[no-untyped-def]
+        count["n"] += 1
+        if count["n"] == 6:  # the last frame of bear: the process dies before writing it
+            raise KeyboardInterrupt
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(masks_mod, "write_mask", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_dataset(davis_tree, tmp_path / "out", model=tiny_model, sequences=["bear"], progress=False)
+    partial = tmp_path / "out" / ".partial-bear"
+    assert len(list(partial.glob("*.png"))) == 5 and (partial / ".rdevos-resume.pt").exists()
+    monkeypatch.setattr(masks_mod, "write_mask", real)
+    again = run_dataset(davis_tree, tmp_path / "out", model=tiny_model, sequences=["bear"], progress=False)
+    assert again.done == ["bear"] and again.frames < 6  # continued after the saved state, not redone
+    a, b = _read(tmp_path / "clean"), _read(tmp_path / "out")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert sorted(p.name for p in (tmp_path / "out" / "bear").iterdir()) == [f"{i:05d}.png" for i in range(6)]

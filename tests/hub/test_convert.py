@@ -139,3 +139,22 @@ def test_checkpoint_inference_defaults(tmp_path: Path, tiny_model: RDEVOS) -> No
     torch.save(raw, tmp_path / "bad2.pt")
     with pytest.raises(CheckpointError, match="top_k"):
         load_model(tmp_path / "bad2.pt")
+
+
+def test_training_weight_conversion_lives_in_hub_convert() -> None:
+    import rdevos.train as train
+    from rdevos.hub import convert
+
+    assert train.load_weights is convert.load_weights and train.load_backbone is convert.load_backbone
+
+
+def test_the_trainer_uses_the_library_device_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from rdevos.train import trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert trainer._resolve_device("auto").type == "mps"  # the trainer's old picker had no MPS
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert trainer._resolve_device("auto").type == "cpu"

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rdevos import InferenceConfig, InputError
+from rdevos.inference.runs import RunState
 from rdevos.inference.session import Direction, VideoSession
 from rdevos.model.network import RDEVOS
 
@@ -56,11 +57,11 @@ def test_resume_from_checkpoint_is_identical(tiny_model: RDEVOS, clip) -> None:
     frames, mask = clip
     s = _session(tiny_model, clip)
     s.add_mask(0, mask)
-    saved: list[tuple[Direction, int, dict]] = []
-    full = list(s.propagate(checkpoint=lambda d, i, st: saved.append((d, i, st))))
-    assert [i for _, i, _ in saved] == [0, 2, 4, 6]
-    d, i, st = saved[1]
-    rest = list(s.propagate(resume=(d, i, st)))
+    saved: list[RunState] = []
+    full = list(s.propagate(checkpoint=saved.append))
+    assert [r.frame for r in saved] == [0, 2, 4, 6]
+    d, i, st = saved[1].direction, saved[1].frame, saved[1].engine
+    rest = list(s.propagate(resume=saved[1]))
     assert [f.index for f in rest] == list(range(i + 1, len(frames)))
     for a, b in zip(full[i + 1:], rest):
         np.testing.assert_array_equal(a.labels, b.labels)
@@ -88,3 +89,56 @@ def test_session_errors(tiny_model: RDEVOS, clip) -> None:
         s.add_mask(0, np.zeros_like(mask))
     with pytest.raises(KeyError):
         s.remove_object(5)
+
+
+def test_both_carries_an_object_first_given_later_back_to_earlier_frames(clip) -> None:
+    from rdevos.hub import load_model
+
+    frames, mask = clip
+    model = load_model(device="cpu")
+    ref = VideoSession(model, frames, InferenceConfig(resolution=None), device="cpu")
+    ref.add_mask(0, mask)  # both objects from frame 0: the reference for where object 7 is on frames 0..4
+    want = {f.index: f.labels for f in ref.propagate()}
+    s = VideoSession(model, frames, InferenceConfig(resolution=None), device="cpu")
+    s.add_mask(0, (mask == 3).astype(np.uint8), obj_ids=[3])
+    s.add_mask(4, (want[4] == 7).astype(np.uint8), obj_ids=[7])  # object 7 first given on frame 4
+    out = list(s.propagate(direction="both"))
+    final = {f.index: f for f in out if f.final}
+    assert sorted(final) == list(range(len(frames)))
+    assert len(out) == s.plan("both").total == len(frames) + 4  # frames 0..3 given again, fused
+    for t in range(4):
+        assert final[t].fused and final[t].object_ids == [3, 7]
+        # Object 7 is carried back from frame 4. Object 3 comes from the forward pass, where it was tracked alone
+        # and spreads into 7; on pixels both claim the nearer annotation wins (frames 1, 2: object 3).
+        got7, want7 = final[t].labels == 7, want[t] == 7
+        assert got7.sum() > 0.4 * want7.sum() and (got7 & want7).sum() > 0.7 * got7.sum(), t
+        got, ref_ = final[t].labels > 0, want[t] > 0
+        assert (got & ref_).sum() / (got | ref_).sum() > 0.85, t
+    assert ((final[0].labels == 7) & (mask == 7)).sum() / (mask == 7).sum() > 0.7  # the real frame-0 object
+
+
+def test_both_from_a_start_frame_covers_every_frame(tiny_model: RDEVOS, clip) -> None:
+    frames, mask = clip
+    s = _session(tiny_model, clip)
+    s.add_mask(0, mask)
+    s.add_mask(5, mask)
+    out = list(s.propagate(direction="both", start=5))
+    assert sorted(f.index for f in out) == list(range(len(frames)))
+    assert [f.index for f in out if f.direction is Direction.BACKWARD] == [4, 3, 2, 1, 0]
+
+
+def test_both_resumed_in_the_forward_pass_needs_the_earlier_results(tiny_model: RDEVOS, clip) -> None:
+    frames, mask = clip
+    s = _session(tiny_model, clip)
+    s.add_mask(0, (mask == 3).astype(np.uint8), obj_ids=[3])
+    s.add_mask(4, (mask == 7).astype(np.uint8), obj_ids=[7])
+    saved: list[RunState] = []
+    full = list(s.propagate(direction="both", checkpoint=saved.append))
+    mid = next(r for r in saved if r.direction is Direction.FORWARD and r.frame >= 4)
+    with pytest.raises(InputError, match="earlier"):
+        list(s.propagate(direction="both", resume=mid))
+    first = {f.index: f.labels for f in full if f.direction is Direction.FORWARD}
+    rest = list(s.propagate(direction="both", resume=mid, earlier=first.get))
+    for a, b in zip(full[-len(rest):], rest):
+        assert a.index == b.index
+        np.testing.assert_array_equal(a.labels, b.labels)

@@ -276,3 +276,24 @@ def test_write_object_masks(tmp_path: Path) -> None:
         np.testing.assert_array_equal(arr, np.where(labels == k, 255, 0))
         assert _listing(path.parent) == ["00007.png"]
     assert not any(name.startswith(".") for name in os.listdir(tmp_path))
+
+
+def test_one_rule_for_0_255_masks_in_inference_and_training(tmp_path) -> None:
+    from PIL import Image as _Image
+
+    from rdevos.io.masks import read_mask as _read
+    from rdevos.train.data import load_label_mask
+
+    bw = np.zeros((4, 5), np.uint8)
+    bw[1:3, 1:4] = 255
+    _Image.fromarray(bw, mode="L").save(tmp_path / "bw.png")
+    pal = _Image.fromarray(np.where(bw > 0, 255, 1).astype(np.uint8), mode="P")
+    pal.putpalette([0, 0, 0] * 256)
+    pal.save(tmp_path / "pal.png")
+    for p in ("bw.png", "pal.png"):
+        np.testing.assert_array_equal(_read(tmp_path / p).labels, load_label_mask(tmp_path / p))
+    assert set(np.unique(load_label_mask(tmp_path / "bw.png"))) == {0, 1}  # greyscale 0/255: binary
+    assert set(np.unique(load_label_mask(tmp_path / "pal.png"))) == {1, 255}  # palette index 255: a label
+    _Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(InputError, match="annotation mode"):
+        load_label_mask(tmp_path / "rgb.png")

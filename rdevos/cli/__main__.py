@@ -1,0 +1,7 @@
+"""``python -m rdevos.cli``."""
+
+import sys
+
+from rdevos.cli import main
+
+sys.exit(main())
