@@ -25,8 +25,8 @@ __all__ = ["PALETTE", "palette_colour", "hex_to_rgb", "colour_distance", "overla
 PALETTE: list[tuple[str, str]] = [
     ("red", "#e6194b"), ("green", "#3cb44b"), ("blue", "#4363d8"), ("yellow", "#ffe119"), ("orange", "#f58231"),
     ("purple", "#911eb4"), ("cyan", "#42d4f4"), ("magenta", "#f032e6"), ("lime", "#bfef45"), ("pink", "#fabed4"),
-    ("teal", "#469990"), ("brown", "#9a6324"), ("lavender", "#dcbeff"), ("navy", "#000075"), ("mint", "#aaffc3"),
-    ("maroon", "#800000"),
+    ("teal", "#469990"), ("brown", "#9a6324"), ("navy", "#000075"), ("mint", "#aaffc3"),
+    ("maroon", "#800000"), ("white", "#ffffff"),
 ]
 #: Two objects' colours must be at least this far apart (Euclidean RGB distance) to tell them apart.
 MIN_COLOUR_DISTANCE = 60.0
