@@ -312,9 +312,10 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
                                     buttons=[], show_label=True)
                 c.timeline = gr.HTML(elem_id="timeline", js_on_load=None)
                 with gr.Row():
-                    c.tool = gr.Radio(TOOLS, value=TOOLS[0], label="Tool", elem_id="tool", scale=3)
+                    c.tool = gr.Radio(TOOLS, value=TOOLS[0], label="Tool", elem_id="tool", scale=3,
+                                      interactive=True)
                     c.brush_size = gr.Slider(1, 60, value=8, step=1, label="Brush radius (pixels of the frame)",
-                                             elem_id="brush-size", scale=2)
+                                             elem_id="brush-size", scale=2, interactive=True)
                 with gr.Row():
                     c.clear = gr.Button("Remove this frame's mask", elem_id="clear", size="sm")
                     c.mask_upload = gr.UploadButton("Upload a mask PNG for this frame", file_types=[".png"],

@@ -320,7 +320,8 @@ class Job:
             for p in sorted({str(path), str(Path(path).resolve()), str(Path(path).parent)}, key=len, reverse=True):
                 msg = msg.replace(f"'{p}'", f"'{shown}'").replace(p, shown)
             msg = msg.replace(masks_io._MODE_FIX, _MASK_ADVICE)
-            if "rdevos.io" in msg or "PIL." in msg or "/" in msg:  # any other library advice or path: keep it short
+            # any other library advice or path: keep it short
+            if "rdevos.io" in msg or "PIL." in msg or re.search(r"(^|[\s'\"(])[/\\]", msg):
                 msg = f"'{shown}' cannot be used as a mask; {_MASK_ADVICE}"
             logger.info("mask upload refused: %s", e)
             raise InputError(msg) from None
