@@ -631,7 +631,8 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
         c.frame.input(on_frame, inputs=[c.frame, c.view, c.prompt], outputs=frame_outputs,
                       trigger_mode="always_last", show_progress="hidden")
         c.cmd_go.click(on_cmd, inputs=[c.cmd, c.view, c.objects, c.prompt], outputs=[*frame_outputs, *object_outputs],
-                       js=canvas_js.TAKE_COMMAND, trigger_mode="multiple", show_progress="hidden")
+                       js=canvas_js.TAKE_COMMAND, trigger_mode="multiple", show_progress="hidden",
+                       concurrency_limit=1)  # in order: each command starts from the view the one before left
         c.clear.click(on_clear, inputs=[c.view], outputs=frame_outputs)
         c.mask_upload.upload(on_mask_upload, inputs=[c.mask_upload, c.view], outputs=[*frame_outputs,
                                                                                        *object_outputs])
