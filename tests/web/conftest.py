@@ -112,9 +112,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(work: Path, ckpt: Path, *, max_upload_mb: float = 0.5, log: Path) -> Server:
+def start_server(work: Path, ckpt: Path, *, max_upload_mb: float = 0.5, log: Path, port: int | None = None
+                 ) -> Server:
     """``rdevos serve`` in a subprocess (through _slow_server.py, which adds FRAME_DELAY), ready to use."""
-    port = _free_port()
+    port = port or _free_port()
     cmd = [sys.executable, str(Path(__file__).with_name("_slow_server.py")), str(FRAME_DELAY), "serve",
            "--work-dir", str(work), "--port", str(port), "--model", str(ckpt), "--device", "cpu",
            "--resolution", "native", "--max-upload-mb", str(max_upload_mb)]

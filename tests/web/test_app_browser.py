@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.web.conftest import CLIP_FRAMES, CLIP_SIZE, Server
+from tests.web.conftest import CLIP_FRAMES, CLIP_SIZE, Server, start_server, stop_server
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator, LocatorAssertions, Page
+    from playwright.sync_api import Browser, Locator, LocatorAssertions, Page
 
 Shot = Callable[["Page", str], Path]
 
@@ -361,3 +361,32 @@ def test_bad_uploads_get_a_clear_message(page: Page, server: Server, web_data: d
     assert _outside_work(server) == outside_before  # nothing new next to the work folder
     for d in (Path(tempfile.gettempdir()), Path.cwd(), server.work.parent.parent):
         assert not (d / "evil.mp4").exists() and not (d / "escape.png").exists()
+
+
+def test_a_restarted_server_reopens_this_browsers_job(browser: Browser, web_data: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """Not the newest job: the one this browser had open (it remembers it across the restart)."""
+    from rdevos_web.jobs import Upload, WorkFolder
+
+    work = WorkFolder(tmp_path / "work")
+    older, _ = work.open_sample_job()
+    newer = work.create_job([Upload(web_data["video"], "newer.mp4")])
+    assert [j.id for j in work.jobs()] == [newer.id, older.id]
+    srv = start_server(work.root, web_data["ckpt"], log=tmp_path / "server.log")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1250})
+    try:
+        pg = ctx.new_page()
+        pg.goto(srv.url)
+        _message(pg, "choose one of the 2 jobs in the list")  # a new browser: no job is forced on it
+        pg.locator("#job input").click()
+        pg.get_by_role("option", name=re.compile("sample-bear")).click()
+        _expect(pg.locator("#annotations")).to_contain_text("frame 0 (object 1)")
+        _expect(pg.locator("#status")).to_contain_text("ready")
+        port = int(srv.url.rsplit(":", 1)[1].strip("/"))
+        stop_server(srv)
+        srv = start_server(work.root, web_data["ckpt"], log=tmp_path / "server2.log", port=port)
+        pg.goto(srv.url)  # no ?job= in the address: the browser's own memory
+        _message(pg, "Reopened your job sample-bear")
+    finally:
+        ctx.close()
+        stop_server(srv)
