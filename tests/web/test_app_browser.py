@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -288,6 +289,7 @@ def test_sample_clip_reload_cancel_and_continue(page: Page, server: Server, shot
     expect(pg.locator("#message")).to_contain_text("Opened the sample clip")
     expect(pg.locator("#annotations")).to_contain_text("frame 0 (object 1)")
     pg.get_by_label("first mask").check()
+    pg.get_by_label("forward").check()  # the page is shared with earlier tests; after the reload it is the default
     hold = server.work / ".test-hold"
     hold.write_text("3")  # the run waits after 3 frames until the file is removed (see _slow_server.py)
     try:
@@ -370,6 +372,7 @@ def test_a_restarted_server_reopens_this_browsers_job(browser: Browser, web_data
 
     work = WorkFolder(tmp_path / "work")
     older, _ = work.open_sample_job()
+    time.sleep(1.1)  # job ids start with the creation time (seconds)
     newer = work.create_job([Upload(web_data["video"], "newer.mp4")])
     assert [j.id for j in work.jobs()] == [newer.id, older.id]
     srv = start_server(work.root, web_data["ckpt"], log=tmp_path / "server.log")
