@@ -423,3 +423,18 @@ def test_plural() -> None:
     from rdevos_web.jobs import plural
 
     assert plural(1, "frame") == "1 frame" and plural(0, "frame") == "0 frames" and plural(2, "job") == "2 jobs"
+
+
+@pytest.mark.xfail(not hasattr(__import__("rdevos"), "segment_to_folder"), strict=True,
+                   reason="'both' from a later frame with an earlier mask stops after the forward pass; fixed by the "
+                          "shared run of issue 14 (rdevos.segment_to_folder)")
+def test_both_from_a_correction_segments_every_frame(work: WorkFolder, web_data: dict[str, Path],
+                                                     settings: RunSettings) -> None:
+    job = _video_job(work, web_data)  # mask on frame 0
+    job.set_annotation(6, Image.open(web_data["mask"]))
+    manager = JobManager(work, settings)
+    manager.submit(job.id, direction="both", start=6)
+    info = manager.wait(job.id)
+    manager.shutdown()
+    assert info.status is JobStatus.DONE
+    assert list(_results(job)) == job.frame_names and info.done == CLIP_FRAMES
