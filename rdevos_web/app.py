@@ -73,6 +73,9 @@ def _status_text(info: JobInfo | None) -> str:
             parts.append(f"ETA {info.eta_s:.0f} s")
     if info.message:
         parts.append(_singular(info.message))
+    if info.status is JobStatus.DONE and info.done < info.total:
+        parts.append(f"**warning:** {info.total - info.done} of the {plural(info.total, 'frame')} this run was to "
+                     "segment have no result")
     return " · ".join(parts)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["SETUP", "TAKE_COMMAND", "SAVED_JOB", "REMEMBER_JOB"]
 
 _CSS = r"""
+#preview img { object-fit: contain !important; }
 #canvas img { object-fit: contain !important; cursor: crosshair; user-select: none; -webkit-user-drag: none; }
 #rd-band { position: fixed; border: 2px dashed #fff; outline: 1px solid #000; pointer-events: none; z-index: 50;
            display: none; }
