@@ -169,8 +169,7 @@ def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     exe = chromium_path()
-    # The image editor draws with WebGL: without a GPU, SwiftShader (software) provides it. --disable-gpu keeps it
-    # out of a separate GPU process, whose round trips made every page interaction take a second.
+    # No GPU here: --disable-gpu keeps drawing in the renderer (a separate GPU process made every interaction slow).
     args = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-dev-shm-usage"]
     with sync_playwright() as p:
         try:
@@ -212,8 +211,8 @@ def shot(shots_dir: Path, request: pytest.FixtureRequest) -> Callable[[Page, str
         path = shots_dir / f"{request.node.name}-{name}.png"
         from playwright.sync_api import Error as PlaywrightError
 
-        loading = pg.locator("#editor").get_by_text("processing")
-        with contextlib.suppress(PlaywrightError):  # let the editor finish loading its frame (best effort)
+        loading = pg.locator("#canvas").get_by_text("processing")
+        with contextlib.suppress(PlaywrightError):  # let the canvas finish loading its frame (best effort)
             loading.wait_for(state="hidden", timeout=10_000)
         pg.screenshot(path=str(path))  # the viewport holds the whole page
         _SHOTS.append(path)
