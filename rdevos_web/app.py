@@ -34,6 +34,7 @@ RESOLUTIONS = ["480", "360", "240", "native"]
 #: Tools of the canvas.
 TOOLS = ["Box / click", "Brush", "Eraser"]
 _MAX_CELLS = 300  # timeline cells (frames are grouped beyond this)
+_MAX_STROKE_POINTS = 20_000  # a brush stroke's points (the page sends one every 2 screen pixels)
 
 _HELP = """\
 1. Upload a video (mp4, mov, webm, ...), a zip of frames or frame images, or open the sample clip.
@@ -433,8 +434,10 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
             if cmd["type"] == "stroke":
                 info = job.info()
                 base, _ = app.frame_labels(job, frame)
-                labels = apply_stroke(base, (info.height, info.width), cmd.get("points") or [],
-                                      float(cmd.get("radius") or 8), obj_id, erase=bool(cmd.get("erase")))
+                points = list(cmd.get("points") or [])[:_MAX_STROKE_POINTS]
+                radius = min(max(float(cmd.get("radius") or 8), 1.0), 500.0)
+                labels = apply_stroke(base, (info.height, info.width), points, radius, obj_id,
+                                      erase=bool(cmd.get("erase")))
                 if labels.any():
                     job.set_annotation(frame, labels)
                     note = f"Saved the mask of frame {frame}."
@@ -487,8 +490,11 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
             except RDEVOSError as e:
                 return {c.message: f"**Not applied:** {e}"}
             except (KeyError, TypeError, ValueError) as e:
-                logger.warning("malformed command from the page %r: %s", raw, e)
+                logger.warning("malformed command from the page %r: %s", (raw or "")[:200], e)
                 return {c.message: "That input was not understood; try again."}
+            except Exception:  # noqa: BLE001 - the page gets a message, the log the traceback
+                logger.exception("job %s: %s on frame %d failed", job.id, kind, frame)
+                return {c.message: "**Not applied:** internal error (details in the server log)."}
             return {c.tick: gr.skip()}
 
         def on_clear(view: dict[str, Any] | None) -> dict[Any, Any]:
