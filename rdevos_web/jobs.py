@@ -319,7 +319,7 @@ class Job:
             msg = str(e)
             for p in sorted({str(path), str(Path(path).resolve()), str(Path(path).parent)}, key=len, reverse=True):
                 msg = msg.replace(f"'{p}'", f"'{shown}'").replace(p, shown)
-            msg = msg.replace(masks_io._MODE_FIX, _MASK_ADVICE)
+            msg = re.sub(r"save it as a label map\b.*$", _MASK_ADVICE, msg, flags=re.S)  # the library's advice
             # any other library advice or path: keep it short
             if "rdevos.io" in msg or "PIL." in msg or re.search(r"(^|[\s'\"(])[/\\]", msg):
                 msg = f"'{shown}' cannot be used as a mask; {_MASK_ADVICE}"
@@ -428,6 +428,8 @@ class Job:
 
         User masks left without any object are removed.
         """
+        from rdevos.io.masks import write_mask
+
         changed = 0
         with _info_lock:
             self._write_objects([o for o in self.objects() if o.id != obj_id])
@@ -437,7 +439,7 @@ class Job:
                 continue
             labels = np.where(labels == obj_id, 0, labels).astype(np.uint8)
             if labels.any():
-                masks_io.write_mask(self.annotations_dir / f"{i:05d}.png", labels, DAVIS_PALETTE)
+                write_mask(self.annotations_dir / f"{i:05d}.png", labels, DAVIS_PALETTE)
             else:
                 self.remove_annotation(i)
             changed += 1
@@ -447,7 +449,7 @@ class Job:
             except InputError:
                 continue
             if (labels == obj_id).any():
-                masks_io.write_mask(p, np.where(labels == obj_id, 0, labels).astype(np.uint8), DAVIS_PALETTE)
+                write_mask(p, np.where(labels == obj_id, 0, labels).astype(np.uint8), DAVIS_PALETTE)
                 changed += 1
         logger.info("job %s: deleted object %d (%d masks changed)", self.id, obj_id, changed)
         return changed
