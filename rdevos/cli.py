@@ -613,8 +613,10 @@ def _cmd_mask(args: argparse.Namespace) -> int:
     check_device(args.device)
     if not args.box and not args.point:
         raise UsageError("no prompt given: pass --box X0,Y0,X1,Y1 and/or --point X,Y")
-    prompts = _parse_prompts(argparse.Namespace(box=[f"{b}@{args.id}" for b in args.box],
-                                                point=[f"{q}@{args.id}" for q in args.point]), args.id)
+    prompts = _parse_prompts(argparse.Namespace(box=args.box, point=args.point), args.id)
+    if set(prompts) != {args.id}:
+        raise UsageError(f"rdevos mask makes one object (--id {args.id}); drop the @ID suffixes "
+                         "(run it once per object with --add)")
     if args.add and not args.output.is_file():
         raise UsageError(f"--add: {args.output} does not exist yet (run once without --add)")
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from rdevos.prompt import PromptPredictor, load_prompt_model
-from rdevos.prompt.training import PromptTrainConfig, evaluate, load_frames, train_prompt_net
+from rdevos.prompt.training import PromptTrainConfig, evaluate, load_frames, train_prompt_net, with_distractors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=12)
     ap.add_argument("--train-trunk-from", type=int, default=None,
                     help="first Lite2 block to fine-tune (default: the stride-16 blocks)")
+    ap.add_argument("--init", metavar="CKPT", help="start from this prompt model (fine-tuning)")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--all", action="store_true", help="train on all sequences (the shipped model)")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--eval-only", metavar="CKPT")
@@ -61,12 +63,14 @@ def main() -> None:
     else:
         samples = load_frames(args.data, train_seqs)
         logging.info("%d training samples from %d sequences", len(samples), len(train_seqs))
-        cfg = PromptTrainConfig(iterations=args.iterations, batch_size=args.batch_size, threads=args.threads)
+        cfg = PromptTrainConfig(iterations=args.iterations, batch_size=args.batch_size, threads=args.threads,
+                                lr=args.lr)
         from rdevos.prompt.model import PromptNet  # noqa: PLC0415
 
         probe = PromptNet(cfg.model).trunk
         cfg.train_trunk_from = probe.f8_index + 1 if args.train_trunk_from is None else args.train_trunk_from
-        net = train_prompt_net(samples, cfg, args.out)
+        net = train_prompt_net(samples, cfg, args.out,
+                               init=load_prompt_model(args.init).train() if args.init else None)
     if args.no_eval:
         return
     ev = load_frames(args.data, held, every=args.eval_every)
@@ -74,11 +78,17 @@ def main() -> None:
     logging.info("held-out IoU (%d frames): %s", res.count, json.dumps({k: round(v, 4) for k, v in res.mean.items()}))
     for seq, d in sorted(res.per_sequence.items()):
         logging.info("  %-18s %s", seq, " ".join(f"{k}={v:.3f}" for k, v in d.items()))
+    # the same frames with a second object pasted in: does the prompt pick its own object?
+    dis = evaluate(PromptPredictor(net, precision=args.precision), with_distractors(ev))
+    logging.info("with a pasted distractor: %s", json.dumps({k: round(v, 4) for k, v in dis.mean.items()}))
     if args.report:
         Path(args.report).write_text(json.dumps({"held_out": held, "frames": res.count, "every": args.eval_every,
                                                  "precision": args.precision, "mean": res.mean,
                                                  "per_sequence": res.per_sequence,
-                                                 "seconds_per_prompt": res.seconds_per_prompt}, indent=1) + "\n")
+                                                 "seconds_per_prompt": res.seconds_per_prompt,
+                                                 "with_distractor": {"mean": dis.mean,
+                                                                     "per_sequence": dis.per_sequence}},
+                                                indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ def check_prompt(height: int, width: int, box: Box | Sequence[float] | None,
         if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
             raise InputError(f"box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width}x{height} (WxH) frame")
         b = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+        if b != (x0, y0, x1, y1):
+            logger.warning("box %g,%g,%g,%g reaches past the %dx%d (WxH) frame; clipped to %g,%g,%g,%g",
+                           x0, y0, x1, y1, width, height, *b)
     pts: list[Point] = []
     for p in points:
         if len(p) not in (2, 3):
@@ -62,15 +65,19 @@ class PromptPredictor:
         net: a :class:`PromptNet` (see :func:`load_prompt_model`).
         device: torch device (default CPU).
         precision: ``"fp32"``, ``"bf16"`` (autocast; fast on CPUs with AMX and on GPUs) or ``"fp16"`` (GPUs).
+        keep_clicked: for prompts without a box, keep only the connected parts of the mask that hold a positive
+            click (a click selects *that* object; a second part of it is added with a click on it).
     """
 
-    def __init__(self, net: PromptNet, device: torch.device | str = "cpu", precision: str = "fp32") -> None:
+    def __init__(self, net: PromptNet, device: torch.device | str = "cpu", precision: str = "fp32",
+                 keep_clicked: bool = True) -> None:
         if precision not in _AUTOCAST:
             raise ValueError(f"precision must be one of {sorted(_AUTOCAST)}, not {precision!r}")
         self.device = torch.device(device)
         self.net = net.eval().to(self.device)
         self.precision = precision
         self.size = net.config.crop_size
+        self.keep_clicked = keep_clicked
 
     @torch.inference_mode()
     def predict_probs(self, image: np.ndarray, box: Box | Sequence[float] | None = None,
@@ -97,8 +104,10 @@ class PromptPredictor:
         dtype = _AUTOCAST[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits = self.net(crop, prompts)
-        probs = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
-        return unwarp_probs(probs, window, h, w)
+        probs = unwarp_probs(torch.sigmoid(logits.float())[0, 0].cpu().numpy(), window, h, w)
+        if self.keep_clicked and b is None:
+            probs = _keep_clicked_parts(probs, pts)
+        return probs
 
     def predict(self, image: np.ndarray, box: Box | Sequence[float] | None = None,
                 points: Sequence[Sequence[float | bool]] = (), prev_mask: np.ndarray | None = None) -> np.ndarray:
@@ -108,6 +117,16 @@ class PromptPredictor:
     def _crop(self, image: np.ndarray, window: Window) -> torch.Tensor:
         crop = (warp_image(image, window, self.size).astype(np.float32) - _MEAN) / _STD
         return torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device)
+
+
+def _keep_clicked_parts(probs: np.ndarray, points: Sequence[Point]) -> np.ndarray:
+    """Zero the connected parts of ``probs > 0.5`` that hold no positive click (unchanged if none holds one)."""
+    n, comp = cv2.connectedComponents((probs > 0.5).astype(np.uint8), connectivity=8)
+    h, w = probs.shape
+    keep = {int(comp[min(int(y), h - 1), min(int(x), w - 1)]) for x, y, pos in points if pos} - {0}
+    if n <= 2 or not keep:
+        return probs
+    return np.where(np.isin(comp, list(keep)) | (probs <= 0.5), probs, 0.0).astype(np.float32)
 
 
 def save_prompt_model(net: PromptNet, path: str | os.PathLike[str], *, half: bool = False,

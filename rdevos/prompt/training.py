@@ -25,7 +25,7 @@ from rdevos.prompt.encoding import Box, Point, mask_box, prompt_window, render_p
 from rdevos.prompt.model import PromptConfig, PromptNet
 from rdevos.prompt.predictor import PromptPredictor, grabcut_mask
 
-__all__ = ["Sample", "load_frames", "PromptTrainConfig", "train_prompt_net", "evaluate", "EvalResult"]
+__all__ = ["Sample", "load_frames", "PromptTrainConfig", "train_prompt_net", "evaluate", "EvalResult", "with_distractors"]
 
 logger = logging.getLogger(__name__)
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
@@ -78,6 +78,7 @@ class PromptTrainConfig:
     p_box: float = 0.7  # else clicks only
     max_sim_clicks: int = 3
     p_sim: float = 0.6
+    p_paste: float = 0.5  # paste another sample's object into the frame (the target is then either one)
     seed: int = 0
     bf16: bool = True
     threads: int = 2
@@ -117,16 +118,52 @@ def _random_clicks(rng: np.random.Generator, mask: np.ndarray) -> list[Point]:
     return pts
 
 
+def _paste(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray,
+           donor: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """Copy-paste augmentation: ``donor``'s object, rescaled, pasted at a random place (over the target at times).
+
+    DAVIS-2016 frames hold one salient object each, so without this a network learns "segment the salient object"
+    and ignores where the user clicked. Returns the new image and the target: the pasted object or what remains
+    visible of the original one (half each; the pasted one when too little of the original is left).
+    """
+    import cv2  # noqa: PLC0415
+
+    h, w = mask.shape
+    box = mask_box(donor.mask)
+    assert box is not None
+    x0, y0, x1, y1 = (int(v) for v in box)
+    obj, omask = donor.image[y0:y1, x0:x1], donor.mask[y0:y1, x0:x1].astype(np.uint8)
+    scale = float(np.sqrt(max(mask.sum(), 400) / max(omask.sum(), 1))) * float(rng.uniform(0.4, 1.2))
+    scale = min(scale, 0.9 * w / obj.shape[1], 0.9 * h / obj.shape[0])
+    ow, oh = max(int(obj.shape[1] * scale), 8), max(int(obj.shape[0] * scale), 8)
+    obj = cv2.resize(np.ascontiguousarray(obj), (ow, oh), interpolation=cv2.INTER_LINEAR)
+    omask = cv2.resize(omask, (ow, oh), interpolation=cv2.INTER_NEAREST).astype(bool)
+    if rng.random() < 0.5:
+        obj, omask = obj[:, ::-1], omask[:, ::-1]
+    px, py = int(rng.integers(0, w - ow + 1)), int(rng.integers(0, h - oh + 1))
+    pasted = np.zeros_like(mask)
+    pasted[py:py + oh, px:px + ow] = omask
+    out = image.copy()
+    out[py:py + oh, px:px + ow][omask] = obj[omask]
+    rest = mask & ~pasted
+    if pasted.sum() >= 100 and (rng.random() < 0.5 or rest.sum() < 0.3 * mask.sum() or rest.sum() < 100):
+        return out, pasted
+    return out, rest
+
+
 class _Batch:
     """Crops, ground truth and prompts of one batch, with what click simulation needs to add clicks."""
 
-    def __init__(self, rng: np.random.Generator, samples: list[Sample], cfg: PromptTrainConfig) -> None:
+    def __init__(self, rng: np.random.Generator, samples: list[Sample], cfg: PromptTrainConfig,
+                 donors: Sequence[Sample] = ()) -> None:
         size = cfg.model.crop_size
         crops, gts, self.prompts, self.windows, self.boxes, self.points, self.valid = [], [], [], [], [], [], []
         for s in samples:
             image, mask = s.image, s.mask
             if rng.random() < 0.5:
                 image, mask = image[:, ::-1], mask[:, ::-1]
+            if donors and rng.random() < cfg.p_paste:
+                image, mask = _paste(rng, image, mask, donors[int(rng.integers(len(donors)))])
             h, w = mask.shape
             tight = mask_box(mask)
             assert tight is not None
@@ -192,7 +229,7 @@ def _loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 def train_prompt_net(samples: list[Sample], cfg: PromptTrainConfig, out: str | Path, *,
                      init: PromptNet | None = None, imagenet: bool = True,
                      on_checkpoint: Callable[[PromptNet, int], None] | None = None) -> PromptNet:
-    """Train a :class:`PromptNet` on ``samples``; writes ``out/last.pt`` every 250 iterations and at the end."""
+    """Train a :class:`PromptNet` on ``samples``; writes ``out/last.pt`` every 50 iterations and at the end."""
     from rdevos.hub.backbones import load_imagenet_backbone  # noqa: PLC0415
     from rdevos.prompt.predictor import save_prompt_model  # noqa: PLC0415
 
@@ -228,7 +265,7 @@ def train_prompt_net(samples: list[Sample], cfg: PromptTrainConfig, out: str | P
         lr_f = min(1.0, (it + 1) / 100) * 0.5 * (1 + math.cos(math.pi * it / cfg.iterations))
         for g, b in zip(opt.param_groups, base):
             g["lr"] = b * lr_f
-        batch = _Batch(rng, [samples[int(j)] for j in rng.integers(len(samples), size=cfg.batch_size)], cfg)
+        batch = _Batch(rng, [samples[int(j)] for j in rng.integers(len(samples), size=cfg.batch_size)], cfg, samples)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             with torch.no_grad():
                 x = F.relu6(net.trunk._conv_stem(net.trunk._stem_input(batch.images), net.trunk._bn0))
@@ -266,7 +303,7 @@ def train_prompt_net(samples: list[Sample], cfg: PromptTrainConfig, out: str | P
         bar.set_postfix(loss=f"{run:.3f}")
         if (it + 1) % 50 == 0:
             logger.info("it %d loss %.4f (%.2f s/it)", it + 1, run, (time.time() - t0) / (it + 1))
-        if (it + 1) % 250 == 0 or it + 1 == cfg.iterations:
+        if (it + 1) % 50 == 0 or it + 1 == cfg.iterations:
             net.eval()
             save_prompt_model(net, out / "last.pt", meta={"iteration": it + 1})
             if on_checkpoint is not None:
@@ -274,6 +311,18 @@ def train_prompt_net(samples: list[Sample], cfg: PromptTrainConfig, out: str | P
             net.train()
             net.trunk.eval()
     return net.eval()
+
+
+def with_distractors(samples: Sequence[Sample], seed: int = 0) -> list[Sample]:
+    """Each sample with another sample's object pasted in (a second salient object; the target is either one):
+    an evaluation of whether a prompt selects *its* object rather than the most salient one."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in samples:
+        others = [d for d in samples if d.sequence != s.sequence] or list(samples)
+        image, mask = _paste(rng, s.image, s.mask, others[int(rng.integers(len(others)))])
+        out.append(Sample(s.sequence, s.frame, image, mask))
+    return out
 
 
 @dataclass

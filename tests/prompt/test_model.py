@@ -79,3 +79,18 @@ def test_held_out_sequence_of_the_fixture(predictor: PromptPredictor) -> None:
     samples = load_frames(DAVIS_MINI, ["soccerball"], min_area=20)
     scores = [iou(predictor.predict(s.image, mask_box(s.mask)), s.mask) for s in samples]
     assert len(scores) >= 3 and float(np.mean(scores)) > 0.6
+
+
+def test_click_only_keeps_the_clicked_part() -> None:
+    from rdevos.prompt.predictor import _keep_clicked_parts
+
+    probs = np.zeros((40, 60), np.float32)
+    probs[5:15, 5:15] = 0.9  # the part clicked on
+    probs[20:35, 30:55] = 0.8  # another blob (e.g. the most salient object)
+    probs[0, 59] = 0.3  # below threshold: left alone
+    kept = _keep_clicked_parts(probs, [(8.0, 9.0, True), (40.0, 25.0, False)])
+    assert (kept[5:15, 5:15] == 0.9).all() and not kept[20:35, 30:55].any() and kept[0, 59] == np.float32(0.3)
+    both = _keep_clicked_parts(probs, [(8.0, 9.0, True), (40.0, 25.0, True)])
+    assert np.array_equal(both, probs)
+    missed = _keep_clicked_parts(probs, [(50.0, 5.0, True)])  # the click is on no part: nothing is dropped
+    assert np.array_equal(missed, probs)

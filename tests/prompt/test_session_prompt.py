@@ -18,11 +18,12 @@ def test_add_prompt_then_propagate(predictor: PromptPredictor, bear: tuple[np.nd
     session = VideoSession(load_model(), SAMPLE / "frames", device="cpu")
     mask = session.add_prompt(0, box=mask_box(gt), predictor=predictor)
     assert session.object_ids == [1] and iou(mask, gt) > 0.85
-    # a second object gets the next id; clicks alone on it refine its own mask on that frame
-    rock = session.add_prompt(0, points=[(40, 250)], predictor=predictor)
-    assert session.object_ids == [1, 2] and rock.any()
-    refined = session.add_prompt(0, points=[(40, 250), (10, 200, False)], obj_id=2, predictor=predictor)
-    assert session.object_ids == [1, 2] and refined.shape == gt.shape
+    # a second object (the big rock, top right) from one click gets the next id: the mask is the clicked object,
+    # not the most salient one; more clicks refine it
+    rock = session.add_prompt(0, points=[(360, 100)], predictor=predictor)
+    assert session.object_ids == [1, 2] and rock[100, 360] and (rock & gt).sum() < 0.1 * rock.sum()
+    refined = session.add_prompt(0, points=[(360, 100), (300, 200, False)], obj_id=2, predictor=predictor)
+    assert session.object_ids == [1, 2] and refined[100, 360] and not refined[200, 300]
     frames = list(session.propagate())
     assert len(frames) == 25
     assert set(np.unique(frames[0].labels)) <= {0, 1, 2}
