@@ -74,8 +74,9 @@ SETUP = r"""
             Math.min(Math.max((e.clientY - g.oy) / g.s, 0), g.nh - 0.01)];
   }
   let drag = null;
-  document.addEventListener('contextmenu', e => { if (e.target.closest && e.target.closest('#canvas img')) e.preventDefault(); });
-  document.addEventListener('dragstart', e => { if (e.target.closest && e.target.closest('#canvas')) e.preventDefault(); });
+  const on = (e, sel) => e.target.closest && e.target.closest(sel);
+  document.addEventListener('contextmenu', e => { if (on(e, '#canvas img')) e.preventDefault(); });
+  document.addEventListener('dragstart', e => { if (on(e, '#canvas')) e.preventDefault(); });
   document.addEventListener('mousedown', e => {
     const img = e.target.closest && e.target.closest('#canvas img');
     if (!img) return;
