@@ -344,7 +344,8 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
         c.cmd = gr.Textbox(visible="hidden", elem_id="cmd")
         c.cmd_go = gr.Button("command", visible="hidden", elem_id="cmd-go")
         c.saved_job = gr.Textbox(visible="hidden", elem_id="saved-job")
-        c.view = gr.State(None)
+        # The open job and frame live in the page (not in server memory), so a restarted server carries on with it.
+        c.view = gr.JSON(None, visible="hidden", elem_id="view")
         c.tick = gr.State(None)
         c.prompt = gr.State(None)
         c.playing = gr.State(False)

@@ -401,6 +401,9 @@ def test_a_restarted_server_reopens_this_browsers_job(browser: Browser, web_data
         port = int(srv.url.rsplit(":", 1)[1].strip("/"))
         stop_server(srv)
         srv = start_server(work.root, web_data["ckpt"], log=tmp_path / "server2.log", port=port)
+        _message(pg, "Reopened your job sample-bear", timeout=60_000)  # the open page reloads itself
+        pg.locator("#rd-tl [data-frame='2']").click()
+        _expect(pg.locator("#canvas")).to_contain_text("Frame 2 (00002)")
         pg.goto(srv.url)  # no ?job= in the address: the browser's own memory
         _message(pg, "Reopened your job sample-bear")
     finally:
