@@ -344,8 +344,9 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
         c.cmd = gr.Textbox(visible="hidden", elem_id="cmd")
         c.cmd_go = gr.Button("command", visible="hidden", elem_id="cmd-go")
         c.saved_job = gr.Textbox(visible="hidden", elem_id="saved-job")
-        # The open job and frame live in the page (not in server memory), so a restarted server carries on with it.
-        c.view = gr.JSON(None, visible="hidden", elem_id="view")
+        # Server-side, so that queued canvas commands each start from the view the one before left (a page value
+        # would be read when the key is pressed). After a server restart the page reloads and reopens its job.
+        c.view = gr.State(None)
         c.tick = gr.State(None)
         c.prompt = gr.State(None)
         c.playing = gr.State(False)
