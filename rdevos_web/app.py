@@ -89,7 +89,7 @@ def _annotation_text(job: Job) -> str:
 
 
 def _timeline_html(job: Job, frame: int) -> str:
-    """One cell per frame (or per group of frames): red = a user mask, blue = a result, outlined = shown."""
+    """One cell per frame (or per group of frames): dark = a user mask, blue = a result, outlined = shown."""
     n = len(job.frame_names)
     ann = set(job.annotated_frames())
     res = job.result_frames()
@@ -103,7 +103,7 @@ def _timeline_html(job: Job, frame: int) -> str:
         what = ("your mask" if cls.startswith("ann") else "result" if cls.startswith("res") else "nothing yet")
         span = f"frame {a}" if step == 1 else f"frames {a}-{group[-1]}"
         cells.append(f'<span class="rd-c {cls}" data-frame="{a}" title="{span}: {what}"></span>')
-    legend = ('<div class="rd-legend"><span style="background:#e6194b"></span>your mask'
+    legend = ('<div class="rd-legend"><span style="background:#444"></span>your mask'
               '<span style="background:#7fb3e6"></span>result<span style="background:#ddd"></span>not yet'
               f' · {len(ann)} with your mask, {len(res)} / {n} with results</div>')
     return f'<div id="rd-tl">{"".join(cells)}</div>{legend}'

@@ -18,7 +18,7 @@ _CSS = r"""
 #rd-tl { display: flex; height: 22px; border: 1px solid #888; border-radius: 3px; overflow: hidden; }
 #rd-tl .rd-c { flex: 1 1 0; min-width: 1px; background: #ddd; cursor: pointer; border-right: 1px solid #fff; }
 #rd-tl .rd-c.res { background: #7fb3e6; }
-#rd-tl .rd-c.ann { background: #e6194b; }
+#rd-tl .rd-c.ann { background: #444; }
 #rd-tl .rd-c.cur { outline: 3px solid #000; outline-offset: -3px; }
 .rd-legend { font-size: 0.85em; margin-top: 2px; }
 .rd-legend span { display: inline-block; width: 12px; height: 12px; vertical-align: middle; margin: 0 3px 0 10px; }
