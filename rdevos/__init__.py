@@ -37,7 +37,8 @@ __version__ = "0.1.0"
 
 # Loaded on first use: OpenCV/PyAV (overlays) and the sample clip's files are not needed to segment.
 _LAZY = {"OverlayWriter": "rdevos.io.overlay", "GifWriter": "rdevos.io.overlay", "overlay_image": "rdevos.io.overlay",
-         "sample_clip_dir": "rdevos.io.sample", "sample_mask_path": "rdevos.io.sample"}
+         "sample_clip_dir": "rdevos.io.sample", "sample_mask_path": "rdevos.io.sample",
+         "load_prompt_predictor": "rdevos.prompt", "PromptPredictor": "rdevos.prompt"}
 
 __all__ = [
     "__version__", "load_model", "save_checkpoint", "save_modelscope_dir", "resolve_weights", "DEFAULT_MODEL",

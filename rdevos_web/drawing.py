@@ -1,96 +1,115 @@
-"""Brush strokes of the image editor -> label maps (object ``k`` is painted in DAVIS palette colour ``k``).
+"""What the editor draws with: the object colours (a distinct, named palette), overlays, brush strokes.
 
-The editor shows the frame with its current mask drawn in (as its background image) and an empty layer on top; the
-user's strokes in that layer change the mask: an object colour sets that object, black (palette colour 0) sets
-background. Gradio's editor keeps layers given from Python but does not draw them, so the current mask is shown in the
-background image instead.
+Object ``k`` of a job is label ``k`` in every mask file (the exported palette PNGs keep the DAVIS palette); its
+colour on the page is only a display choice, stored with the job's object list and changeable by the user.
 """
 
 from __future__ import annotations
 
+import colorsys
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
+import cv2
 import numpy as np
-from PIL import Image
 
-from rdevos import DAVIS_PALETTE
+from rdevos import overlay_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_OBJECTS", "object_colour", "brush_colours", "colour_names", "strokes_from_layers", "apply_strokes"]
+__all__ = ["PALETTE", "palette_colour", "hex_to_rgb", "colour_distance", "overlay", "stroke_mask", "apply_stroke",
+           "MIN_COLOUR_DISTANCE"]
 
-#: Objects the brush offers (one colour each).
-MAX_OBJECTS = 8
-#: Pixels more transparent than this are not painted (drops the soft edge of strokes).
-_MIN_ALPHA = 96
-_COLOUR_NAMES = ["background (black)", "dark red", "green", "olive", "navy", "purple", "teal", "grey", "maroon"]
-
-
-def object_colour(obj_id: int) -> tuple[int, int, int]:
-    """RGB colour of object ``obj_id`` (the DAVIS palette entry; 0 = background = black)."""
-    r, g, b = DAVIS_PALETTE[3 * obj_id: 3 * obj_id + 3]
-    return int(r), int(g), int(b)
-
-
-def brush_colours() -> list[str]:
-    """CSS colours of the brush: objects 1..MAX_OBJECTS, then background."""
-    return [f"rgb{object_colour(i)}" for i in [*range(1, MAX_OBJECTS + 1), 0]]
+#: Default object colours: far apart from each other and from black, each with a name shown next to its swatch.
+PALETTE: list[tuple[str, str]] = [
+    ("red", "#e6194b"), ("green", "#3cb44b"), ("blue", "#4363d8"), ("yellow", "#ffe119"), ("orange", "#f58231"),
+    ("purple", "#911eb4"), ("cyan", "#42d4f4"), ("magenta", "#f032e6"), ("lime", "#bfef45"), ("pink", "#fabed4"),
+    ("teal", "#469990"), ("brown", "#9a6324"), ("navy", "#000075"), ("mint", "#aaffc3"),
+    ("maroon", "#800000"), ("white", "#ffffff"),
+]
+#: Two objects' colours must be at least this far apart (Euclidean RGB distance) to tell them apart.
+MIN_COLOUR_DISTANCE = 60.0
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
 
-def colour_names() -> dict[int, str]:
-    """Label -> human name of its brush colour (0 = background)."""
-    return {i: _COLOUR_NAMES[i] for i in range(MAX_OBJECTS + 1)}
+def palette_colour(index: int) -> tuple[str, str]:
+    """``(name, "#rrggbb")`` of default colour ``index`` (0-based); past the palette, evenly spread hues."""
+    if index < len(PALETTE):
+        return PALETTE[index]
+    hue = (index * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.9)
+    return f"colour {index + 1}", f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
 
 
-def _as_rgba(layer: np.ndarray | Image.Image, size: tuple[int, int]) -> np.ndarray:
-    im = layer if isinstance(layer, Image.Image) else Image.fromarray(np.asarray(layer))
-    im = im.convert("RGBA")
-    h, w = size
-    if im.size != (w, h):
-        logger.debug("editor layer is %s, frame is %dx%d: resizing", im.size, w, h)
-        im = im.resize((w, h), Image.Resampling.NEAREST)
-    return np.asarray(im)
+def hex_to_rgb(colour: str) -> tuple[int, int, int]:
+    """``"#rrggbb"`` (or ``rgb(r, g, b)``/``rgba(...)`` as browsers send) -> ``(r, g, b)``.
 
-
-def strokes_from_layers(layers: Sequence[np.ndarray | Image.Image | None], size: tuple[int, int]) -> np.ndarray:
-    """Read the painted pixels of the editor's layers (later layers on top).
-
-    Each painted pixel takes the label of the nearest brush colour, so anti-aliased strokes still map to the colour
-    that was picked.
-
-    Args:
-        layers: RGBA images (``(H, W, 4)`` arrays or PIL images); ``None`` entries are skipped.
-        size: ``(H, W)`` of the frame.
-    Returns:
-        ``(H, W)`` int16: -1 = not painted, 0 = painted background, ``k`` = painted object ``k``.
+    Raises:
+        ValueError: not a colour.
     """
-    h, w = size
-    out = np.full((h, w), -1, np.int16)
-    colours = np.asarray([object_colour(i) for i in range(MAX_OBJECTS + 1)], np.float32)
-    for layer in layers:
-        if layer is None:
-            continue
-        rgba = _as_rgba(layer, size)
-        painted = rgba[..., 3] >= _MIN_ALPHA
-        if not painted.any():
-            continue
-        rgb = rgba[painted][:, :3].astype(np.float32)
-        d = ((rgb[:, None, :] - colours[None, :, :]) ** 2).sum(-1)
-        out[painted] = d.argmin(1).astype(np.int16)
-    return out
+    m = _HEX.match(colour.strip())
+    if m:
+        v = m.group(1)
+        return int(v[0:2], 16), int(v[2:4], 16), int(v[4:6], 16)
+    nums = re.findall(r"[\d.]+", colour)
+    if colour.strip().lower().startswith("rgb") and len(nums) >= 3:
+        r, g, b = (max(0, min(255, round(float(x)))) for x in nums[:3])
+        return r, g, b
+    raise ValueError(f"{colour!r} is not a colour")
 
 
-def apply_strokes(base: np.ndarray | None, strokes: np.ndarray) -> np.ndarray:
-    """The label map ``base`` (``None`` = all background) with the painted pixels of ``strokes`` replaced.
+def colour_distance(a: str, b: str) -> float:
+    """Euclidean distance of two colours in RGB."""
+    return float(np.linalg.norm(np.subtract(hex_to_rgb(a), hex_to_rgb(b))))
 
-    Args:
-        base: ``(H, W)`` uint8 labels or ``None``.
-        strokes: ``(H, W)`` int16 from :func:`strokes_from_layers`.
+
+def overlay(image: np.ndarray, labels: np.ndarray | None, colours: Mapping[int, str],
+            hidden: Sequence[int] = ()) -> np.ndarray:
+    """The frame with each visible object blended in its colour and outlined (hidden objects are not drawn)."""
+    if labels is None:
+        return image
+    labels = np.asarray(labels)
+    if hidden:
+        labels = np.where(np.isin(labels, list(hidden)), 0, labels).astype(np.uint8)
+    if not labels.any():
+        return image
+    palette = [0] * 768
+    for obj_id in np.unique(labels):
+        if obj_id:
+            r, g, b = hex_to_rgb(colours.get(int(obj_id), palette_colour(int(obj_id) - 1)[1]))
+            palette[3 * obj_id: 3 * obj_id + 3] = [r, g, b]
+    return overlay_image(image, labels, palette)
+
+
+def stroke_mask(shape: tuple[int, int], points: Sequence[Sequence[float]], radius: float) -> np.ndarray:
+    """Pixels a round brush of ``radius`` covers along the polyline ``points`` (``(x, y)`` pixels); (H, W) bool."""
+    h, w = shape
+    out = np.zeros((h, w), np.uint8)
+    pts = np.round(np.asarray(points, np.float64).reshape(-1, 2)).astype(np.int32)
+    r = max(int(round(radius)), 1)
+    if len(pts) == 0:
+        return out.astype(bool)
+    for x, y in pts:
+        cv2.circle(out, (int(x), int(y)), r, 1, -1)
+    if len(pts) > 1:
+        cv2.polylines(out, [pts.reshape(-1, 1, 2)], False, 1, thickness=2 * r)
+    return out.astype(bool)
+
+
+def apply_stroke(base: np.ndarray | None, shape: tuple[int, int], points: Sequence[Sequence[float]], radius: float,
+                 obj_id: int, *, erase: bool = False) -> np.ndarray:
+    """``base`` (``None`` = all background) with a brush stroke painted as ``obj_id`` (or, ``erase``, removed).
+
+    The eraser only removes ``obj_id`` (other objects under the stroke are kept).
+
     Returns:
-        ``(H, W)`` uint8 labels.
+        ``(H, W)`` uint8 labels (a new array).
     """
-    out = np.zeros(strokes.shape, np.uint8) if base is None else np.array(base, np.uint8, copy=True)
-    painted = strokes >= 0
-    out[painted] = strokes[painted].astype(np.uint8)
+    out = np.zeros(shape, np.uint8) if base is None else np.array(base, np.uint8, copy=True)
+    m = stroke_mask(shape, points, radius)
+    if erase:
+        out[m & (out == obj_id)] = 0
+    else:
+        out[m] = obj_id
     return out

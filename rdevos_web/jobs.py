@@ -12,6 +12,7 @@ Work folder layout (everything the app writes stays under it)::
         frames/               the video's frames (decoded from the upload once, or the uploaded images)
         annotations/NNNNN.png user masks by frame index (palette PNG, object ids)
         masks/<frame>.png     results, one palette PNG per frame, written as each frame is done
+        objects.json          the object list: id (= label), name, display colour, hidden
         resume.pt             engine state after the last memory update (continues a stopped run exactly)
         exports/              the downloads (masks zip, overlay mp4, per-object zip)
 """
@@ -48,7 +49,7 @@ from rdevos import (DAVIS_PALETTE, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FolderSou
 logger = logging.getLogger(__name__)
 
 __all__ = ["JobStatus", "JobInfo", "RunSettings", "Job", "WorkFolder", "JobManager", "Upload", "ACCEPTED_EXTENSIONS",
-           "safe_name"]
+           "safe_name", "ObjectInfo", "SAMPLE_NAME", "plural"]
 
 #: File types the upload accepts (checked by extension here and by content during the import).
 ACCEPTED_EXTENSIONS: tuple[str, ...] = tuple(sorted(VIDEO_EXTENSIONS | IMAGE_EXTENSIONS | {".zip"}))
@@ -69,6 +70,25 @@ class JobStatus(str, enum.Enum):
 
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+#: Display name of the sample-clip job (the sample button reopens it instead of copying the clip again).
+SAMPLE_NAME = "sample-bear"
+_MASK_ADVICE = ("upload a label map instead: a palette or greyscale PNG whose pixel values are object ids "
+                "(0 = background, 1, 2, ... = objects), such as the masks this app downloads")
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 frame"``, ``"2 frames"``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+@dataclass
+class ObjectInfo:
+    """One entry of a job's object list (``objects.json``): label ``id`` in every mask, and how it is shown."""
+
+    id: int
+    name: str
+    colour: str  #: ``#rrggbb``
+    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,6 +306,154 @@ class Job:
         p.unlink(missing_ok=True)
         return existed
 
+    def set_annotation_upload(self, index: int, path: str | os.PathLike[str], name: str) -> list[int]:
+        """Store an uploaded mask file; refusals name the file as the user called it, with advice for the page.
+
+        Raises:
+            InputError: not a mask (an RGB photo, unreadable, wrong size, no object); the message has no server path.
+        """
+        shown = safe_name(name, "mask.png")
+        try:
+            labels = read_mask(path).labels
+        except InputError as e:
+            msg = str(e)
+            for p in sorted({str(path), str(Path(path).resolve()), str(Path(path).parent)}, key=len, reverse=True):
+                msg = msg.replace(f"'{p}'", f"'{shown}'").replace(p, shown)
+            msg = re.sub(r"save it as a label map\b.*$", _MASK_ADVICE, msg, flags=re.S)  # the library's advice
+            # any other library advice or path: keep it short
+            if "rdevos.io" in msg or "PIL." in msg or re.search(r"(^|[\s'\"(])[/\\]", msg):
+                msg = f"'{shown}' cannot be used as a mask; {_MASK_ADVICE}"
+            logger.info("mask upload refused: %s", e)
+            raise InputError(msg) from None
+        return self.set_annotation(index, labels)
+
+    def result_frames(self) -> set[int]:
+        """Indices of frames that have a result."""
+        index = {n: i for i, n in enumerate(self.frame_names)}
+        return {index[p.stem] for p in self.masks_dir.glob("*.png") if p.stem in index}
+
+    # ------------------------------------------------------------------ objects
+    @property
+    def objects_path(self) -> Path:
+        return self.folder / "objects.json"
+
+    def _read_objects(self) -> list[ObjectInfo]:
+        try:
+            raw = json.loads(self.objects_path.read_text())
+            return [ObjectInfo(int(d["id"]), str(d["name"]), str(d["colour"]), bool(d.get("hidden", False)))
+                    for d in raw]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            logger.warning("job %s: ignoring a damaged %s: %s", self.id, self.objects_path.name, e)
+            return []
+
+    def _write_objects(self, objects: Sequence[ObjectInfo]) -> None:
+        with atomic_write(self.objects_path) as fh:
+            fh.write(json.dumps([asdict(o) for o in sorted(objects, key=lambda o: o.id)], indent=1).encode())
+
+    @staticmethod
+    def _free_colour(objects: Sequence[ObjectInfo]) -> tuple[str, str]:
+        from rdevos_web.drawing import MIN_COLOUR_DISTANCE, colour_distance, palette_colour
+
+        for i in range(256):
+            name, colour = palette_colour(i)
+            if all(colour_distance(colour, o.colour) >= MIN_COLOUR_DISTANCE for o in objects):
+                return name, colour
+        return palette_colour(len(objects))
+
+    def objects(self) -> list[ObjectInfo]:
+        """The object list, by id; objects found in the masks but not listed yet (uploaded masks) are added."""
+        with _info_lock:
+            objects = self._read_objects()
+            known = {o.id for o in objects}
+            missing = [i for i in self.object_ids() if i not in known]
+            for i in missing:
+                objects.append(ObjectInfo(i, f"object {i}", self._free_colour(objects)[1]))
+            if missing:
+                self._write_objects(objects)
+            return sorted(objects, key=lambda o: o.id)
+
+    def add_object(self, name: str | None = None) -> ObjectInfo:
+        """A new object (id one above the largest so far) with a colour unlike the others'."""
+        with _info_lock:
+            objects = self.objects()
+            obj_id = max((o.id for o in objects), default=0) + 1
+            if obj_id > 255:
+                raise InputError("a job can have at most 255 objects")
+            colour_name, colour = self._free_colour(objects)
+            obj = ObjectInfo(obj_id, (name or "").strip()[:60] or f"object {obj_id}", colour)
+            self._write_objects([*objects, obj])
+            logger.info("job %s: new object %d (%s, %s)", self.id, obj_id, obj.name, colour_name)
+            return obj
+
+    def update_object(self, obj_id: int, *, name: str | None = None, colour: str | None = None,
+                      hidden: bool | None = None) -> ObjectInfo:
+        """Rename, recolour, hide or show an object.
+
+        Raises:
+            InputError: no such object, an empty name, or a colour too close to another object's.
+        """
+        from rdevos_web.drawing import MIN_COLOUR_DISTANCE, colour_distance, hex_to_rgb
+
+        with _info_lock:
+            objects = self.objects()
+            obj = next((o for o in objects if o.id == obj_id), None)
+            if obj is None:
+                raise InputError(f"there is no object {obj_id}")
+            if name is not None:
+                if not name.strip():
+                    raise InputError("an object's name cannot be empty")
+                obj.name = name.strip()[:60]
+            if colour is not None:
+                try:
+                    rgb = hex_to_rgb(colour)
+                except ValueError:
+                    raise InputError(f"{colour!r} is not a colour") from None
+                colour = "#{:02x}{:02x}{:02x}".format(*rgb)
+                for o in objects:
+                    if o.id != obj_id and colour_distance(colour, o.colour) < MIN_COLOUR_DISTANCE:
+                        raise InputError(f"that colour is too close to the colour of '{o.name}'; pick one that "
+                                         "tells them apart")
+                if colour_distance(colour, "#000000") < MIN_COLOUR_DISTANCE / 2:
+                    raise InputError("that colour is too close to black; pick a brighter one")
+                obj.colour = colour
+            if hidden is not None:
+                obj.hidden = bool(hidden)
+            self._write_objects(objects)
+            return obj
+
+    def delete_object(self, obj_id: int) -> int:
+        """Remove an object from the list, from every user mask and from the results; returns the masks changed.
+
+        User masks left without any object are removed.
+        """
+        from rdevos import write_mask
+
+        changed = 0
+        with _info_lock:
+            self._write_objects([o for o in self.objects() if o.id != obj_id])
+        for i in self.annotated_frames():
+            labels = self.annotation(i)
+            if labels is None or not (labels == obj_id).any():
+                continue
+            labels = np.where(labels == obj_id, 0, labels).astype(np.uint8)
+            if labels.any():
+                write_mask(self.annotations_dir / f"{i:05d}.png", labels, DAVIS_PALETTE)
+            else:
+                self.remove_annotation(i)
+            changed += 1
+        for p in self.masks_dir.glob("*.png"):
+            try:
+                labels = read_mask(p).labels
+            except InputError:
+                continue
+            if (labels == obj_id).any():
+                write_mask(p, np.where(labels == obj_id, 0, labels).astype(np.uint8), DAVIS_PALETTE)
+                changed += 1
+        logger.info("job %s: deleted object %d (%d masks changed)", self.id, obj_id, changed)
+        return changed
+
     # ------------------------------------------------------------------ exports
     def _export_stem(self) -> str:
         return safe_name(Path(self.info().name).stem, self.id)
@@ -473,10 +641,31 @@ class WorkFolder:
             for f in sorted(sample_clip_dir().iterdir()):
                 if f.suffix.lower() in IMAGE_EXTENSIONS:
                     shutil.copyfile(f, frames / f.name)
-            info = self._check_frames(job_id, "sample-bear", frames, 24.0)
+            info = self._check_frames(job_id, SAMPLE_NAME, frames, 24.0)
             Job(tmp).save_info(info)
             Job(tmp).set_annotation(0, read_mask(sample_mask_path()).labels)
         return Job(self.jobs_dir / job_id)
+
+    def open_sample_job(self) -> tuple[Job, bool]:
+        """The sample-clip job: the existing one if there is one (``True``), else a new one (``False``)."""
+        for job in self.jobs():
+            try:
+                if job.info().name == SAMPLE_NAME:
+                    return job, True
+            except InputError:
+                continue
+        return self.create_sample_job(), False
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job's folder (renamed away first, so that a half-deleted job is never listed).
+
+        Use :meth:`JobManager.delete`, which refuses while the job runs.
+        """
+        job = self.job(job_id)
+        trash = self.jobs_dir / f".deleted-{job.id}"
+        os.replace(job.folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        logger.info("deleted job %s", job.id)
 
     # ------------------------------------------------------------------ import helpers
     @staticmethod
@@ -655,8 +844,8 @@ class JobManager:
         if not annotated:
             raise InputError("draw or upload a mask on at least one frame before running")
         if start is not None and start not in annotated:
-            raise InputError(f"frame {start} has no mask: draw a correction on it (and save it) to propagate from "
-                             "there, or start from the first mask")
+            raise InputError(f"frame {start} has no mask: mark the object on it (box, clicks or brush) to "
+                             "propagate from there, or start from the first mask")
         with self._lock:
             if job_id in self._cancel:
                 raise InputError("this job is already queued or running; cancel it first")
@@ -691,6 +880,17 @@ class JobManager:
             if self._active != job_id:
                 return job.update(status=JobStatus.CANCELLED, eta_s=None, message="cancelled before it started")
         return job.update(message="cancelling after the current frame")
+
+    def delete(self, job_id: str) -> None:
+        """Delete a job and its files.
+
+        Raises:
+            InputError: the job is queued or running (cancel it first), or does not exist.
+        """
+        with self._lock:
+            if job_id in self._cancel:
+                raise InputError("this job is queued or running: cancel it before deleting it")
+            self.work.delete_job(job_id)
 
     def wait(self, job_id: str, timeout: float = 60.0) -> JobInfo:
         """Block until the job is no longer queued or running (for scripts and tests)."""

@@ -28,6 +28,7 @@ class ServeOptions:
         max_upload_mb: largest upload accepted, in MiB.
         max_frames: most frames a job may have.
         open_browser: open the page in the default browser.
+        prompt_model: box/click-to-mask model of the editor (``None`` = the embedded default).
     """
 
     work_dir: Path = Path("rdevos-work")
@@ -37,6 +38,7 @@ class ServeOptions:
     max_upload_mb: float = 500.0
     max_frames: int = 10_000
     open_browser: bool = False
+    prompt_model: str | None = None
 
 
 def model_note(settings: RunSettings) -> str:
@@ -71,6 +73,7 @@ def serve(options: ServeOptions) -> None:
     import gradio as gr
 
     from rdevos_web.app import build_app
+    from rdevos_web.prompting import PromptService
 
     work = WorkFolder(root, max_upload_bytes=int(options.max_upload_mb * 2**20), max_frames=options.max_frames)
     work.acquire_lock()
@@ -81,7 +84,8 @@ def serve(options: ServeOptions) -> None:
     if options.host not in _LOCAL_HOSTS:
         logger.warning("serving on %s: anyone who can reach this address can upload files and run jobs "
                        "(there is no login)", options.host)
-    demo = build_app(work, manager, model_note=note)
+    prompts = PromptService(options.prompt_model, device=options.settings.device)
+    demo = build_app(work, manager, model_note=note, prompts=prompts)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],  # no web fonts: works offline
                               font_mono=["ui-monospace", "monospace"])
     logger.info("work folder %s; open http://%s:%d", root, options.host, options.port)
@@ -96,11 +100,11 @@ def serve(options: ServeOptions) -> None:
 
 
 def serve_command(*, work_dir: Path, host: str, port: int, model: str | None, device: str, resolution: int | None,
-                  max_upload_mb: float, max_frames: int, open_browser: bool) -> int:
+                  max_upload_mb: float, max_frames: int, open_browser: bool, prompt_model: str | None = None) -> int:
     """``rdevos serve`` (the ``rdevos.commands`` plugin entry point): the CLI has checked the values."""
     settings = RunSettings(model=model, device=device, resolution=resolution)
     serve(ServeOptions(work_dir=Path(work_dir), host=host, port=port, settings=settings, max_upload_mb=max_upload_mb,
-                       max_frames=max_frames, open_browser=open_browser))
+                       max_frames=max_frames, open_browser=open_browser, prompt_model=prompt_model))
     return 0
 
 

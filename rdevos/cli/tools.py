@@ -136,6 +136,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=_positive_float, default=500.0, help="largest upload accepted (MiB)")
     p.add_argument("--max-frames", type=_positive_int, default=10000, help="most frames per video")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.add_argument("--prompt-model", help="box/click-to-mask model of the editor (default: embedded model)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -177,7 +178,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     check_device(args.device)
     return serve_command(work_dir=args.work_dir, host=args.host, port=args.port, model=args.model,
                          device=args.device, resolution=None if args.resolution == "native" else int(args.resolution),
-                         max_upload_mb=args.max_upload_mb, max_frames=args.max_frames, open_browser=args.open)
+                         max_upload_mb=args.max_upload_mb, max_frames=args.max_frames, open_browser=args.open,
+                         prompt_model=args.prompt_model)
 
 
 # ---------------------------------------------------------------------------------------------------- export

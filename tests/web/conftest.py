@@ -112,9 +112,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(work: Path, ckpt: Path, *, max_upload_mb: float = 0.5, log: Path) -> Server:
+def start_server(work: Path, ckpt: Path, *, max_upload_mb: float = 0.5, log: Path, port: int | None = None
+                 ) -> Server:
     """``rdevos serve`` in a subprocess (through _slow_server.py, which adds FRAME_DELAY), ready to use."""
-    port = _free_port()
+    port = port or _free_port()
     cmd = [sys.executable, str(Path(__file__).with_name("_slow_server.py")), str(FRAME_DELAY), "serve",
            "--work-dir", str(work), "--port", str(port), "--model", str(ckpt), "--device", "cpu",
            "--resolution", "native", "--max-upload-mb", str(max_upload_mb)]
@@ -168,8 +169,7 @@ def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     exe = chromium_path()
-    # The image editor draws with WebGL: without a GPU, SwiftShader (software) provides it. --disable-gpu keeps it
-    # out of a separate GPU process, whose round trips made every page interaction take a second.
+    # No GPU here: --disable-gpu keeps drawing in the renderer (a separate GPU process made every interaction slow).
     args = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-dev-shm-usage"]
     with sync_playwright() as p:
         try:
@@ -211,8 +211,8 @@ def shot(shots_dir: Path, request: pytest.FixtureRequest) -> Callable[[Page, str
         path = shots_dir / f"{request.node.name}-{name}.png"
         from playwright.sync_api import Error as PlaywrightError
 
-        loading = pg.locator("#editor").get_by_text("processing")
-        with contextlib.suppress(PlaywrightError):  # let the editor finish loading its frame (best effort)
+        loading = pg.locator("#canvas").get_by_text("processing")
+        with contextlib.suppress(PlaywrightError):  # let the canvas finish loading its frame (best effort)
             loading.wait_for(state="hidden", timeout=10_000)
         pg.screenshot(path=str(path))  # the viewport holds the whole page
         _SHOTS.append(path)

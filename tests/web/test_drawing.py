@@ -1,36 +1,49 @@
-"""Brush strokes -> label maps."""
+"""Object colours, overlays and brush strokes."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+import pytest
 
-from rdevos_web.drawing import MAX_OBJECTS, apply_strokes, brush_colours, object_colour, strokes_from_layers
-
-
-def test_strokes_take_the_nearest_brush_colour() -> None:
-    layer = np.zeros((20, 30, 4), np.uint8)
-    layer[2:6, 2:6] = (*object_colour(2), 255)
-    layer[10:14, 10:14] = (*[c + 9 for c in object_colour(3)], 200)  # anti-aliased / blended colour
-    layer[15:18, 20:25] = (0, 0, 0, 255)  # black = background
-    layer[0, 29] = (*object_colour(1), 40)  # faint stroke edge: ignored
-    strokes = strokes_from_layers([layer, None], (20, 30))
-    assert (strokes[2:6, 2:6] == 2).all() and (strokes[10:14, 10:14] == 3).all()
-    assert (strokes[15:18, 20:25] == 0).all() and strokes[0, 29] == -1
-    base = np.ones((20, 30), np.uint8)
-    out = apply_strokes(base, strokes)
-    assert out.dtype == np.uint8 and (out[15:18, 20:25] == 0).all() and out[0, 0] == 1 and (out[2:6, 2:6] == 2).all()
-    assert (apply_strokes(None, strokes)[0, 0] == 0) and base[2, 2] == 1  # base not modified
+from rdevos_web.drawing import (MIN_COLOUR_DISTANCE, PALETTE, apply_stroke, colour_distance, hex_to_rgb, overlay,
+                                palette_colour, stroke_mask)
 
 
-def test_layers_of_another_size_are_resized_and_later_layers_win() -> None:
-    a = np.zeros((10, 15, 4), np.uint8)
-    a[...] = (*object_colour(1), 255)
-    b = np.zeros((20, 30, 4), np.uint8)
-    b[:10] = (*object_colour(4), 255)
-    strokes = strokes_from_layers([a, b], (20, 30))
-    assert (strokes[:10] == 4).all() and (strokes[10:] == 1).all()
+def test_palette_is_distinct_named_and_not_black() -> None:
+    names = [n for n, _ in PALETTE]
+    assert len(set(names)) == len(names)
+    for (_, a), (_, b) in itertools.combinations(PALETTE, 2):
+        assert colour_distance(a, b) >= MIN_COLOUR_DISTANCE, (a, b)
+    assert all(colour_distance(c, "#000000") >= MIN_COLOUR_DISTANCE for _, c in PALETTE)
+    assert palette_colour(0) == PALETTE[0] and palette_colour(40)[1].startswith("#")
 
 
-def test_brush_colours_are_the_davis_palette() -> None:
-    cols = brush_colours()
-    assert len(cols) == MAX_OBJECTS + 1 and cols[0] == "rgb(128, 0, 0)" and cols[-1] == "rgb(0, 0, 0)"
+def test_colour_parsing() -> None:
+    assert hex_to_rgb("#FF8000") == (255, 128, 0) == hex_to_rgb("rgba(255, 128, 0, 1)")
+    with pytest.raises(ValueError):
+        hex_to_rgb("blue-ish")
+
+
+def test_stroke_paints_and_the_eraser_removes_only_its_object() -> None:
+    base = np.zeros((40, 60), np.uint8)
+    base[:, 30:] = 2
+    out = apply_stroke(base, (40, 60), [(5, 20), (50, 20)], 3, 1)
+    assert out[20, 5] == 1 and out[20, 50] == 1 and out[0, 0] == 0 and out[0, 59] == 2
+    assert base[20, 5] == 0  # not modified in place
+    erased = apply_stroke(out, (40, 60), [(40, 20)], 5, 2, erase=True)
+    assert erased[20, 50] == 1  # object 1 under the eraser of object 2 stays
+    assert erased[20, 40] == 1 and erased[16, 40] == 0 and erased[10, 40] == 2
+    assert stroke_mask((10, 10), [], 3).sum() == 0
+
+
+def test_overlay_uses_object_colours_and_skips_hidden_objects() -> None:
+    image = np.full((20, 20, 3), 128, np.uint8)
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:10, 2:10] = 1
+    labels[12:18, 12:18] = 2
+    out = overlay(image, labels, {1: "#ff0000", 2: "#0000ff"}, hidden=[2])
+    assert out[5, 5, 0] > out[5, 5, 2]  # red
+    assert (out[15, 15] == 128).all()  # hidden: untouched
+    assert overlay(image, None, {}) is image

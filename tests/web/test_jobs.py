@@ -326,3 +326,112 @@ def test_backward_and_both_from_a_middle_frame(work: WorkFolder, web_data: dict[
     assert info.status is JobStatus.DONE and info.done == expected
     assert list(_results(job)) == job.frame_names[:expected]
     manager.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------------- editor features
+def test_object_list(work: WorkFolder, web_data: dict[str, Path]) -> None:
+    job = _video_job(work, web_data)
+    (first,) = job.objects()  # the uploaded mask's object is listed
+    assert first.id == 1 and first.name == "object 1"
+    second = job.add_object("dog")
+    assert second.id == 2 and second.colour != first.colour
+    assert job.update_object(2, name=" Rex ").name == "Rex"
+    with pytest.raises(InputError, match="too close to the colour of 'object 1'"):
+        job.update_object(2, colour=first.colour)
+    with pytest.raises(InputError, match="not a colour"):
+        job.update_object(2, colour="nope")
+    assert job.update_object(2, colour="#00FFFF", hidden=True).colour == "#00ffff"
+    again = Job(job.folder).objects()  # persisted in objects.json
+    assert [(o.id, o.name, o.colour, o.hidden) for o in again] == [(1, "object 1", first.colour, False),
+                                                                   (2, "Rex", "#00ffff", True)]
+    with pytest.raises(InputError, match="no object 7"):
+        job.update_object(7, name="x")
+
+
+def test_delete_object_clears_its_masks_and_results(work: WorkFolder, web_data: dict[str, Path],
+                                                    settings: RunSettings) -> None:
+    job = _video_job(work, web_data)
+    two = np.zeros((H, W), np.uint8)
+    two[10:30, 20:60] = 2
+    job.set_annotation(6, two)  # only object 2 on frame 6
+    both = job.annotation(0)
+    assert both is not None
+    both = both.copy()
+    both[:5, :5] = 2
+    job.set_annotation(0, both)
+    manager = JobManager(work, settings)
+    assert manager.wait(manager.submit(job.id).id).status is JobStatus.DONE
+    assert job.delete_object(2) > 0
+    assert [o.id for o in job.objects()] == [1] and job.annotated_frames() == [0]  # frame 6 had only object 2
+    assert all(2 not in r for r in _results(job).values())
+    manager.shutdown()
+
+
+def test_delete_job(work: WorkFolder, web_data: dict[str, Path], settings: RunSettings,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    job = _video_job(work, web_data)
+    gate = threading.Event()
+    real = JobManager._write_result
+
+    def write(self: JobManager, job_: Job, name: str, labels: np.ndarray) -> None:
+        gate.wait(10)
+        real(self, job_, name, labels)
+
+    monkeypatch.setattr(JobManager, "_write_result", write)
+    manager = JobManager(work, settings)
+    manager.submit(job.id)
+    with pytest.raises(InputError, match="cancel it before deleting"):
+        manager.delete(job.id)
+    manager.cancel(job.id)
+    gate.set()
+    manager.wait(job.id)
+    manager.delete(job.id)
+    assert work.jobs() == [] and not list(work.jobs_dir.iterdir())
+    with pytest.raises(InputError):
+        manager.delete(job.id)
+    manager.shutdown()
+
+
+def test_sample_button_reopens_the_sample_job(work: WorkFolder) -> None:
+    job, reused = work.open_sample_job()
+    again, reused2 = work.open_sample_job()
+    assert (reused, reused2) == (False, True) and again.id == job.id and len(work.jobs()) == 1
+
+
+def test_mask_refusals_name_the_file_not_the_server_path(work: WorkFolder, web_data: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    job = _video_job(work, web_data)
+    rgb = tmp_path / "gradio" / "0123abcd" / "my mask.png"
+    rgb.parent.mkdir(parents=True)
+    photo = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(rgb)
+    broken = tmp_path / "gradio" / "broken.png"
+    broken.write_bytes(b"not a png")
+    small = tmp_path / "gradio" / "small.png"
+    Image.fromarray(np.ones((10, 10), np.uint8), mode="L").save(small)
+    for path, name, expected in [(rgb, "my mask.png", "my_mask.png"), (broken, "broken.png", "broken.png"),
+                                 (small, "small.png", "10x10")]:
+        with pytest.raises(InputError) as e:
+            job.set_annotation_upload(1, path, name)
+        msg = str(e.value)
+        assert expected in msg and str(tmp_path) not in msg and "gradio" not in msg, msg
+        assert "rdevos.io" not in msg and "PIL" not in msg and "fromarray" not in msg, msg
+    assert job.set_annotation_upload(1, web_data["mask"], "mask.png") == [1]
+
+
+def test_plural() -> None:
+    from rdevos_web.jobs import plural
+
+    assert plural(1, "frame") == "1 frame" and plural(0, "frame") == "0 frames" and plural(2, "job") == "2 jobs"
+
+
+def test_both_from_a_correction_segments_every_frame(work: WorkFolder, web_data: dict[str, Path],
+                                                     settings: RunSettings) -> None:
+    job = _video_job(work, web_data)  # mask on frame 0
+    job.set_annotation(6, Image.open(web_data["mask"]))
+    manager = JobManager(work, settings)
+    manager.submit(job.id, direction="both", start=6)
+    info = manager.wait(job.id)
+    manager.shutdown()
+    assert info.status is JobStatus.DONE
+    assert list(_results(job)) == job.frame_names and info.done == CLIP_FRAMES

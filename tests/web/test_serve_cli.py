@@ -12,8 +12,9 @@ from rdevos_web.jobs import RunSettings
 from rdevos_web.server import model_note
 
 
-def test_serve_help() -> None:
+def test_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--help"]) == 0
+    assert "--prompt-model" in capsys.readouterr().out
 
 
 def test_serve_without_the_web_extra_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
