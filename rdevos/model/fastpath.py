@@ -435,9 +435,10 @@ def inference_network(model: RDEVOS, *, dtype: torch.dtype = torch.float32, chan
     return fast  # type: ignore[return-value]
 
 
-def _weights_key(model: nn.Module) -> tuple[tuple[int, int], ...]:
-    """Identity and in-place version of every tensor: changes when weights are loaded, trained or moved."""
-    return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
+def _weights_key(model: nn.Module) -> tuple[tuple[int, int, int], ...]:
+    """Identity, storage and in-place version of every tensor: changes when weights are loaded, trained, moved or
+    cast (``module.to`` swaps ``.data``, which keeps the version counter)."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
 
 
 def cached_inference_network(model: RDEVOS, *, dtype: torch.dtype = torch.float32,
