@@ -12,7 +12,9 @@
   and the value fuser's ``block1``) are split by input channels: the frame part is convolved once per frame
   instead of once per object (convolution is linear in its input channels, so the sum is the same).
 
-The copy is for inference only (no BatchNorm statistics, no gradients); its ``state_dict`` is not a checkpoint.
+The copy is for inference only (no BatchNorm statistics, no gradients); its ``state_dict`` is not a checkpoint. In
+fp32 it shares the tensors it does not change with the user's network (:func:`share_layout_`: those are stored in
+``channels_last`` in place, same values), so it costs only the folded and split weights.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from rdevos.model.network import RDEVOS
 logger = logging.getLogger(__name__)
 
 __all__ = ["FusedConv2d", "FastRDEVOS", "inference_network", "cached_inference_network", "fold_batchnorm",
-           "mkldnn_fusion_available"]
+           "share_layout_", "mkldnn_fusion_available"]
 
 #: Attribute of the user's network holding its last inference copy (a plain attribute: not in the state dict).
 _CACHE_ATTR = "_rdevos_inference_copy"
@@ -52,11 +54,14 @@ def mkldnn_fusion_available() -> bool:
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Weight and bias of ``bn(conv(x))`` as one convolution (eval-mode BatchNorm), computed in float64."""
+    """Weight and bias of ``bn(conv(x))`` as one convolution (eval-mode BatchNorm), computed in float64.
+
+    Without ``bn`` the conv's own tensors are returned (not copies), so a copy in the same dtype and layout shares them.
+    """
+    if bn is None:
+        return conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
     w = conv.weight.detach().double()
     b = None if conv.bias is None else conv.bias.detach().double()
-    if bn is None:
-        return w.to(conv.weight.dtype), None if b is None else b.to(conv.weight.dtype)
     scale = bn.weight.detach().double() * torch.rsqrt(bn.running_var.detach().double() + bn.eps)
     shift = bn.bias.detach().double() - bn.running_mean.detach().double() * scale
     if b is not None:
@@ -386,6 +391,29 @@ class FastRDEVOS(RDEVOS):
         return self.decoder(readout, f8, f4, shared=f16_thin.to(readout.dtype))
 
 
+def share_layout_(model: RDEVOS, dtype: torch.dtype, channels_last: bool) -> None:
+    """Store the weights the copy takes unchanged (2-D convs without BatchNorm) in ``channels_last``, in place, so
+    that the copy shares them instead of holding a second copy: values, dtypes and state-dict keys do not change.
+
+    Only when the copy computes in the network's dtype on CPU (fp32): otherwise nothing can be shared.
+    """
+    prm = next(model.parameters())
+    if not channels_last or dtype != prm.dtype or prm.device.type != "cpu":
+        return
+    bn_convs = set()
+    for m in model.modules():
+        if isinstance(m, (BasicBlock, Bottleneck, KeyEncoder, ValueEncoder, MBConv, EfficientNetLite)):
+            bn_convs.update(id(c) for c in m.children() if isinstance(c, nn.Conv2d))
+            for c in m.children():
+                if isinstance(c, nn.Sequential):  # ResNet downsample: conv + BN
+                    bn_convs.update(id(x) for x in c if isinstance(x, nn.Conv2d))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and id(m) not in bn_convs and m.weight.ndim == 4 and \
+                    not m.weight.is_contiguous(memory_format=torch.channels_last):
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+
+
 def inference_network(model: RDEVOS, *, dtype: torch.dtype = torch.float32, channels_last: bool = True,
                       fused: bool | None = None) -> FastRDEVOS:
     """A fast inference copy of ``model`` (on the model's device) computing in ``dtype``; see the module doc.
@@ -396,6 +424,7 @@ def inference_network(model: RDEVOS, *, dtype: torch.dtype = torch.float32, chan
         fused: use oneDNN fused convolutions; default: on CPU when the build has them.
     """
     device = next(model.parameters()).device
+    share_layout_(model, dtype, channels_last)
     if fused is None:
         fused = device.type == "cpu" and mkldnn_fusion_available()
     kw: dict[str, object] = {"dtype": dtype, "channels_last": channels_last, "fused": fused}
@@ -423,14 +452,19 @@ def inference_network(model: RDEVOS, *, dtype: torch.dtype = torch.float32, chan
         fast.key_proj = FusedConv2d.from_conv(model.key_proj.key_proj, **kw)
         fast.key_comp = FusedConv2d.from_conv(model.key_comp, **kw)
         fast.decoder = _FastDecoder(model.decoder, cfg.value_dim, kw)
-        # Modules kept as they are (CBAM, SAM): deep copies in the compute dtype.
-        fast.value_encoder.fuser.attention = copy.deepcopy(fast.value_encoder.fuser.attention).to(dtype)
-        if not cfg.single_object:
-            fast.mem_compress = copy.deepcopy(model.mem_compress).to(dtype)
+        # Modules kept as they are (CBAM, SAM): shared with the user's network in its dtype, else converted copies.
+        if dtype != next(model.parameters()).dtype:
+            fast.value_encoder.fuser.attention = copy.deepcopy(fast.value_encoder.fuser.attention).to(dtype)
+            if not cfg.single_object:
+                fast.mem_compress = copy.deepcopy(model.mem_compress).to(dtype)
     finally:
         model.train(was_training)
-    fast.eval()
-    fast.requires_grad_(False)
+    shared = {id(m) for m in model.modules()}
+    for m in fast.modules():
+        if id(m) not in shared:  # the user's modules keep their mode and requires_grad flags
+            m.training = False
+            for prm in m.parameters(recurse=False):
+                prm.requires_grad_(False)
     logger.debug("inference network: dtype %s, channels_last %s, oneDNN fusion %s", dtype, channels_last, fused)
     return fast  # type: ignore[return-value]
 
@@ -449,6 +483,7 @@ def cached_inference_network(model: RDEVOS, *, dtype: torch.dtype = torch.float3
     other for the same network (one per video) fold it once.
     """
     device = next(model.parameters()).device
+    share_layout_(model, dtype, channels_last)  # before the key: it may move tensors (once)
     key = (str(device), dtype, channels_last, _weights_key(model))
     hit = model.__dict__.get(_CACHE_ATTR)
     if hit is not None and hit[0] == key:

@@ -34,11 +34,25 @@ def test_fp32_copy_matches_unfolded_network(config, fused, channels_last) -> Non
     x, masks = torch.randn(2, 3, 64, 96), torch.rand(2, 3, 64, 96)
     for a, b in zip(_outputs(net, x, masks), _outputs(fast, x, masks)):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())
-    # The user's network is untouched: same keys, values, dtypes and layouts; no BatchNorm folded into it.
+    # The user's network keeps its numbers: same keys, values and dtypes; no BatchNorm folded into it. (In fp32 the
+    # weights the copy shares may now be stored channels_last.) Its state dict still loads strictly.
     after = net.state_dict()
     assert after.keys() == before.keys()
     for k, v in after.items():
-        assert torch.equal(v, before[k]) and v.dtype == before[k].dtype and v.is_contiguous(), k
+        assert torch.equal(v, before[k]) and v.dtype == before[k].dtype, k
+    RDEVOS(config).load_state_dict(after, strict=True)
+
+
+def test_fp32_copy_shares_unchanged_weights(tiny_model) -> None:
+    net = RDEVOS(TINY).eval()
+    net.load_state_dict(tiny_model.state_dict())
+    fast = inference_network(net)
+    conv = fast.decoder.up_8_4.out_conv.conv1
+    assert conv.weight.data_ptr() == net.decoder.up_8_4.out_conv.conv1.weight.data_ptr()
+    assert fast.mem_compress is net.mem_compress  # unchanged module, shared
+    assert all(p.requires_grad for p in net.parameters())  # the user's flags are left alone
+    bf = inference_network(net, dtype=torch.bfloat16)
+    assert bf.mem_compress is not net.mem_compress and bf.mem_compress.compress_key.weight.dtype == torch.bfloat16
 
 
 def test_bf16_copy_is_close() -> None:
