@@ -44,10 +44,11 @@ class InferenceEngine:
     same frame form one group that shares key memory (numerically the same as the reference's per-object banks).
 
     Args:
-        model: an :class:`RDEVOS` network (moved to ``device`` and put in eval mode, otherwise not modified). The
-            engine computes with an inference copy of it (:func:`~rdevos.model.fastpath.inference_network`:
-            BatchNorm folded, channels_last, fused convolutions; bf16 weights for bf16 on CPU), shared by engines of
-            the same network while its weights are unchanged.
+        model: an :class:`RDEVOS` network (moved to ``device`` and put in eval mode; its values and state dict are
+            not changed). The engine computes with an inference copy of it
+            (:func:`~rdevos.model.fastpath.inference_network`: BatchNorm folded, channels_last, fused convolutions;
+            bf16 weights for bf16 on CPU), reused by engines of the same network while its weights are unchanged. In
+            fp32 on CPU the copy shares the weights it does not change, which are stored channels_last in place.
         config: inference settings (top-k, mem_every, memory mode and schedule, resolution, precision).
         device: where to run; ``None``/``"auto"`` picks CUDA, MPS or CPU. The model is moved there.
     """
