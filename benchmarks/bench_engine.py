@@ -1,7 +1,7 @@
 """Speed and memory of the rdevos engine against the reference (ModelScope) implementation, same process.
 
 Usage:
-    python benchmarks/bench_engine.py speed  [--frames 16] [--seq bear]          # 480p s/frame, fp32/bf16
+    python benchmarks/bench_engine.py speed  [--frames 16] [--seq bear] [--repeat 2]  # 480p s/frame, fp32/bf16
     python benchmarks/bench_engine.py memory [--lengths 50 1000] [--short-side 240]  # peak RSS vs length
 
 Both use the official architecture (64 M parameters) with deterministic random weights in the official key layout
@@ -93,29 +93,53 @@ def _run_ours(model: RDEVOS, frames: list[np.ndarray], labels: np.ndarray, confi
 
 
 def speed(args: argparse.Namespace) -> dict:
+    """Reference fp32, rdevos fp32 and (optionally) rdevos bf16 on the same frames, interleaved ``--repeat`` times
+    so that load from other processes on a shared machine shows up as spread rather than as a biased ratio."""
     torch.set_num_threads(args.threads)
     frames, labels = _frames(args.seq, args.frames)
     ref, ours = _nets()
-    cfg = InferenceConfig.preset("davis2017")  # native 480p, top-k 40, mem_every 3
+    cfg = InferenceConfig(top_k=args.top_k, mem_every=args.mem_every, resolution=None)
     res: dict[str, object] = {"frames": args.frames, "size": list(frames[0].shape[:2]), "objects": 2,
-                              "threads": args.threads, "torch": torch.__version__}
-    # Warm-up (allocator, oneDNN kernels) on 3 frames, then the measured run.
-    _run_reference(ref, frames[:3], labels, 40, 3)
-    res["reference_fp32_s_per_frame"] = _run_reference(ref, frames, labels, 40, 3) / len(frames)
+                              "top_k": args.top_k, "mem_every": args.mem_every, "threads": args.threads,
+                              "torch": torch.__version__, "cpu": _cpu(), "native_bf16": cpu_has_fast_bf16(),
+                              "amx": _amx()}
+    n_bf = min(len(frames), args.bf16_frames)
+    cfg_bf = cfg.replace(precision=Precision.BF16)
+    # Warm-up (allocator, oneDNN kernels, the engine's folded inference copy) on 3 frames, then the measured runs.
+    _run_reference(ref, frames[:3], labels, args.top_k, args.mem_every)
     _run_ours(ours, frames[:3], labels, cfg)
-    res["rdevos_fp32_s_per_frame"] = _run_ours(ours, frames, labels, cfg) / len(frames)
-    r = res["reference_fp32_s_per_frame"]
-    res["speedup_fp32_vs_reference"] = r / res["rdevos_fp32_s_per_frame"]  # type: ignore[operator]
-    res["native_bf16"] = cpu_has_fast_bf16()
     if args.bf16:
-        bf = RDEVOS()
-        bf.load_state_dict(ours.state_dict())
-        cfg_bf = cfg.replace(precision=Precision.BF16)
-        n = min(len(frames), args.bf16_frames)
-        _run_ours(bf.eval(), frames[:2], labels, cfg_bf)
-        res["rdevos_bf16_s_per_frame"] = _run_ours(bf, frames[:n], labels, cfg_bf) / n
-        res["speedup_bf16_vs_reference"] = r / res["rdevos_bf16_s_per_frame"]  # type: ignore[operator]
+        _run_ours(ours, frames[:3], labels, cfg_bf)
+    runs = []
+    for _ in range(args.repeat):
+        run: dict[str, float] = {}
+        run["reference_fp32_s_per_frame"] = _run_reference(ref, frames, labels, args.top_k,
+                                                           args.mem_every) / len(frames)
+        run["rdevos_fp32_s_per_frame"] = _run_ours(ours, frames, labels, cfg) / len(frames)
+        r = run["reference_fp32_s_per_frame"]
+        run["speedup_fp32_vs_reference"] = r / run["rdevos_fp32_s_per_frame"]
+        if args.bf16:
+            run["rdevos_bf16_s_per_frame"] = _run_ours(ours, frames[:n_bf], labels, cfg_bf) / n_bf
+            run["speedup_bf16_vs_reference"] = r / run["rdevos_bf16_s_per_frame"]
+            run["bf16_vs_rdevos_fp32"] = run["rdevos_fp32_s_per_frame"] / run["rdevos_bf16_s_per_frame"]
+        runs.append(run)
+        print(json.dumps(run), file=sys.stderr, flush=True)
+    res["runs"] = runs
     return res
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _amx() -> bool:
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())  # type: ignore[attr-defined]
+    except AttributeError:
+        return False
 
 
 def _memory_child(impl: str, n: int, short_side: int, precision: str, threads: int) -> None:
@@ -194,8 +218,11 @@ def main() -> None:
     s.add_argument("--seq", default="bear")
     s.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     s.add_argument("--bf16", action="store_true", default=cpu_has_fast_bf16(),
-                   help="also time bf16 autocast (default: only on CPUs with native bf16; ~10x slower without)")
+                   help="also time bf16 (default: only on CPUs with native bf16; ~10x slower without)")
     s.add_argument("--bf16-frames", type=int, default=16)
+    s.add_argument("--top-k", type=int, default=20, help="as the ModelScope pipeline (20)")
+    s.add_argument("--mem-every", type=int, default=4, help="as the ModelScope pipeline (4)")
+    s.add_argument("--repeat", type=int, default=2, help="interleaved repetitions (to see the noise)")
     m = sub.add_parser("memory")
     m.add_argument("--lengths", type=int, nargs="+", default=[50, 1000])
     m.add_argument("--short-side", type=int, default=240)

@@ -186,13 +186,29 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_flags() -> list[str]:
+    """The CPU flags that decide the fast path: AMX and AVX512 bf16/fp16/VNNI, AVX512F, AVX2 (Linux /proc)."""
+    wanted = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx512f", "avx2")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def _machine() -> dict[str, Any]:
     import torch
 
     from rdevos import __version__
+    from rdevos.device import default_precision
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info: dict[str, Any] = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "usable_cores": cores,
+    info: dict[str, Any] = {"cpu": _cpu_name(), "cpu_flags": _cpu_flags(), "cpu_amx": "amx_bf16" in _cpu_flags(),
+                            "cpu_default_precision": default_precision(torch.device("cpu")).value,
+                            "cpu_count": os.cpu_count(), "usable_cores": cores,
                             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                             "rdevos": __version__, "python": platform.python_version(), "platform": platform.platform()}
     if torch.cuda.is_available():
@@ -484,10 +500,16 @@ def run_bench(*, resolutions: Sequence[int], lengths: Sequence[int], precisions:
 def format_bench_table(report: BenchReport) -> str:
     """A plain-text table of the rows (one line per configuration)."""
     head = f"{'impl':<10}{'device':<8}{'prec':<6}{'size':>10}{'frames':>8}{'s/frame':>10}{'fps':>8}" \
-           f"{'CPU s/fr':>10}{'peak RSS':>11}{'video peak':>12}{'CUDA peak':>11}"
+           f"{'CPU s/fr':>10}{'peak RSS':>11}{'video peak':>12}{'CUDA peak':>11}{'x ref':>7}"
+    ref = {(r.resolution, r.length): r.s_per_frame for r in report.rows
+           if r.impl == "reference" and r.error is None and r.s_per_frame}
 
     def mib(v: float | None) -> str:
         return "-" if v is None else f"{v:.0f} MiB"
+
+    def speedup(r: BenchRow) -> str:
+        base = ref.get((r.resolution, r.length))
+        return f"{base / r.s_per_frame:.2f}" if base and r.impl == "rdevos" and r.s_per_frame else "-"
 
     lines = [f"model: {report.model}", head]
     for r in report.rows:
@@ -498,7 +520,10 @@ def format_bench_table(report: BenchReport) -> str:
         lines.append(f"{r.impl:<10}{r.device:<8}{r.precision:<6}{size:>10}{r.length:>8}{r.s_per_frame:>10.3f}"
                      f"{r.fps:>8.2f}{r.cpu_s_per_frame or 0:>10.3f}{mib(r.peak_rss_mib):>11}"
                      f"{mib(r.run_peak_rss_mib):>12}"
-                     f"{mib(r.cuda_max_allocated_mib):>11}")
+                     f"{mib(r.cuda_max_allocated_mib):>11}{speedup(r):>7}")
+    m = report.machine
+    lines.append(f"machine: {m.get('cpu', '?')} ({' '.join(m.get('cpu_flags', [])) or 'flags unknown'}), "
+                 f"{m.get('torch_threads')} torch thread(s), torch {m.get('torch')}")
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 

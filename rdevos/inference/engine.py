@@ -19,6 +19,7 @@ from rdevos.inference.memory import MemoryBank
 from rdevos.inference.objects import ObjectManager
 from rdevos.inference.preprocess import (normalize, pad_divide_by, resize_image, resize_labels, resized_size,
                                          to_image_tensor, unpad)
+from rdevos.model.fastpath import cached_inference_network
 from rdevos.model.memory_read import query_affinity, topk_readout
 from rdevos.model.network import RDEVOS, aggregate_probs
 
@@ -44,7 +45,11 @@ class InferenceEngine:
     same frame form one group that shares key memory (numerically the same as the reference's per-object banks).
 
     Args:
-        model: an :class:`RDEVOS` network (put in eval mode; on CPU with bf16 it is converted to channels_last).
+        model: an :class:`RDEVOS` network (moved to ``device`` and put in eval mode; its values and state dict are
+            not changed). The engine computes with an inference copy of it
+            (:func:`~rdevos.model.fastpath.inference_network`: BatchNorm folded, channels_last, fused convolutions;
+            bf16 weights for bf16 on CPU), reused by engines of the same network while its weights are unchanged. In
+            fp32 on CPU the copy shares the weights it does not change, which are stored channels_last in place.
         config: inference settings (top-k, mem_every, memory mode and schedule, resolution, precision).
         device: where to run; ``None``/``"auto"`` picks CUDA, MPS or CPU. The model is moved there.
     """
@@ -54,12 +59,10 @@ class InferenceEngine:
         self.config = config or InferenceConfig()
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        if self.config.precision is not Precision.FP32 and self.device.type == "cpu":
-            # channels_last is the fast layout for bf16 convolutions on CPU (oneDNN/AMX).
-            with torch.no_grad():
-                for prm in self.model.parameters():
-                    if prm.ndim == 4:  # Conv3d weights (the SAM) stay contiguous
-                        prm.data = prm.data.contiguous(memory_format=torch.channels_last)
+        p = self.config.precision
+        #: On CPU, bf16 runs with bf16 weights and activations (no autocast); elsewhere reduced precision is autocast.
+        self._dtype = torch.bfloat16 if p is Precision.BF16 and self.device.type == "cpu" else torch.float32
+        self.net = cached_inference_network(self.model, dtype=self._dtype, channels_last=True)
         self.objects = ObjectManager()
         self._groups: list[_Group] = []
         self._t = 0
@@ -134,7 +137,7 @@ class InferenceEngine:
     # ----------------------------------------------------------------- helpers
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         p = self.config.precision
-        if p is Precision.FP32:
+        if p is Precision.FP32 or self._dtype is not torch.float32:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if p is Precision.BF16 else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
@@ -152,7 +155,7 @@ class InferenceEngine:
         readout = torch.cat(readouts, dim=0)
         if self.config.precision is not Precision.FP32:
             readout = readout.to(f16_thin.dtype)
-        prob = torch.sigmoid(self.model.segment(readout, f16_thin, f8, f4)[:, 0].float())
+        prob = torch.sigmoid(self.net.segment(readout, f16_thin, f8, f4)[:, 0].float())
         inv = channel_order([g.ids for g in self._groups], self.object_ids)
         if inv is not None:
             prob = prob[torch.tensor(inv, device=prob.device)]
@@ -160,17 +163,13 @@ class InferenceEngine:
 
     def _encode_values(self, image: torch.Tensor, f16: torch.Tensor, obj_prob: torch.Tensor) -> torch.Tensor:
         """Values (1, K, Cv, h, w) of all objects from their aggregated probabilities (K, Hp, Wp)."""
-        masks = obj_prob[None]
-        if image.is_contiguous(memory_format=torch.channels_last) or \
-                f16.is_contiguous(memory_format=torch.channels_last):
-            masks = masks.contiguous(memory_format=torch.channels_last)
-        return self.model.encode_value(image, f16, masks)
+        return self.net.encode_value(image, f16, obj_prob[None].to(image.dtype))
 
     def _add_memory(self, key: torch.Tensor, values: torch.Tensor, new_ids: list[int]) -> None:
         key5 = key.unsqueeze(2)  # (1, Ck, 1, h, w)
         for g in self._groups:
             idx = [self.objects.index(i) for i in g.ids]
-            g.bank.add(key5, values[:, idx].unsqueeze(3), self.model.compress_memory)
+            g.bank.add(key5, values[:, idx].unsqueeze(3), self.net.compress_memory)
         if new_ids:
             idx = [self.objects.index(i) for i in new_ids]
             bank = MemoryBank(self.config.memory_mode, key5, values[:, idx].unsqueeze(3))
@@ -220,16 +219,14 @@ class InferenceEngine:
         h, w = rgb.shape[-2:]
         size = resized_size(h, w, cfg.resolution)
         x, pad = pad_divide_by(resize_image(normalize(rgb), size), 16)
-        x = x[None]
-        if self.device.type == "cpu" and cfg.precision is not Precision.FP32:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x[None].to(self._dtype).contiguous(memory_format=torch.channels_last)
         labels = ids = None
         if mask is not None:
             labels, ids = self._parse_mask(mask, (h, w), objects)
         t = self._t
         self.memory_updated = False
         with self._autocast():
-            feats = self.model.encode_key(x)
+            feats = self.net.encode_key(x)
             k = len(self.objects)
             hp, wp = x.shape[-2:]
             obj_prob = self._segment(feats) if self._groups else torch.zeros(k, hp, wp, device=self.device)

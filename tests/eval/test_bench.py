@@ -77,3 +77,15 @@ def test_bench_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     monkeypatch.setattr(bench, "__file__", str(tmp_path / "site-packages" / "rdevos" / "eval" / "bench.py"))
     with pytest.raises(InputError, match="source checkout"):
         bench.reference_script()
+
+
+def test_table_shows_ratio_to_reference_and_cpu_flags() -> None:
+    rows = [bench.BenchRow("rdevos", "cpu", "bf16", 480, 8, 2, s_per_frame=0.5, fps=2.0),
+            bench.BenchRow("reference", "cpu", "fp32", 480, 8, 2, s_per_frame=2.0, fps=0.5)]
+    rep = bench.BenchReport(rows=rows, model="m", random_weights=True, parameters=1, settings={},
+                            machine={"cpu": "Some CPU", "cpu_flags": ["avx512_bf16"], "torch_threads": 2})
+    table = bench.format_bench_table(rep)
+    assert "x ref" in table and " 4.00" in table.splitlines()[2]
+    assert "machine: Some CPU (avx512_bf16), 2 torch thread(s)" in table
+    m = bench._machine()
+    assert {"cpu_flags", "cpu_amx", "cpu_default_precision"} <= m.keys()
