@@ -74,7 +74,7 @@ DEFAULT_PROMPT_MODEL = "rdevos-prompt-lite2"
 PROMPT_REGISTRY: dict[str, WeightSpec] = {
     DEFAULT_PROMPT_MODEL: WeightSpec(
         name=DEFAULT_PROMPT_MODEL, resource="assets/weights/rdevos_prompt_lite2.pt",
-        sha256="8455ed47ea3bdcaa64f1ff0b03a43b580068ed00a2e1962f3de3fca7c7a76fa4",
+        sha256="3e74ba7ac9cc033cdaadc5d325ba8f1d2974a69ecc929554e854d6073384045c",
         license="CC BY-NC 4.0 (trained on DAVIS data); EfficientNet-Lite2 ImageNet weights Apache-2.0",
         description="The default prompt model: box and clicks to mask on an ImageNet EfficientNet-Lite2 trunk, "
                     "trained by this project on DAVIS-2016 train frames (scripts/train_prompt_model.py); embedded."),

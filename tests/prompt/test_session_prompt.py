@@ -18,8 +18,8 @@ def test_add_prompt_then_propagate(predictor: PromptPredictor, bear: tuple[np.nd
     session = VideoSession(load_model(), SAMPLE / "frames", device="cpu")
     mask = session.add_prompt(0, box=mask_box(gt), predictor=predictor)
     assert session.object_ids == [1] and iou(mask, gt) > 0.85
-    # a second object (the big rock, top right) from one click gets the next id: the mask is the clicked object,
-    # not the most salient one; more clicks refine it
+    # a second object (the big rock, top right) from one click gets the next id: the mask holds the click and not
+    # the most salient object (the bear); more clicks refine it
     rock = session.add_prompt(0, points=[(360, 100)], predictor=predictor)
     assert session.object_ids == [1, 2] and rock[100, 360] and (rock & gt).sum() < 0.1 * rock.sum()
     refined = session.add_prompt(0, points=[(360, 100), (300, 200, False)], obj_id=2, predictor=predictor)
