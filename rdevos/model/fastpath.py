@@ -30,7 +30,7 @@ from rdevos.model.backbones import EfficientNetLite, MBConv, SameConv2d
 from rdevos.model.decoder import Decoder, UpsampleBlock
 from rdevos.model.encoders import (BasicBlock, Bottleneck, FeatureFusionBlock, KeyEncoder, LiteValueEncoder,
                                    ResBlock, ValueEncoder)
-from rdevos.model.network import RDEVOS
+from rdevos.model.network import RDEVOS, mask_channels
 
 logger = logging.getLogger(__name__)
 
@@ -375,13 +375,8 @@ class FastRDEVOS(RDEVOS):
     per-frame tensors."""
 
     def encode_value(self, image: torch.Tensor, f16: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        b, k, h, w = masks.shape
-        masks = masks.to(image.dtype)
-        if self.config.single_object:
-            extra = masks.reshape(b * k, 1, h, w)
-        else:
-            others = masks.sum(dim=1, keepdim=True) - masks if k > 1 else torch.zeros_like(masks)
-            extra = torch.stack([masks, others], dim=2).reshape(b * k, 2, h, w)
+        b, k = masks.shape[:2]
+        extra = mask_channels(masks.to(image.dtype), self.config.single_object)
         image = image.unsqueeze(1).expand(b, k, *image.shape[1:]).reshape(b * k, *image.shape[1:])
         value = self.value_encoder(image, f16, extra)  # the fuser broadcasts f16 over each frame's objects
         return value.reshape(b, k, *value.shape[1:])

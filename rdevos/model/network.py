@@ -58,6 +58,16 @@ def aggregate_probs(prob: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return F.softmax(soft_aggregate_logits(prob, dim), dim=dim)
 
 
+def mask_channels(masks: torch.Tensor, single_object: bool) -> torch.Tensor:
+    """(B, K, H, W) object masks -> (B*K, 1 or 2, H, W) value-encoder inputs: the mask, and unless
+    ``single_object`` the sum of the other objects' masks (zeros when K == 1)."""
+    b, k, h, w = masks.shape
+    if single_object:
+        return masks.reshape(b * k, 1, h, w)
+    others = masks.sum(dim=1, keepdim=True) - masks if k > 1 else torch.zeros_like(masks)
+    return torch.stack([masks, others], dim=2).reshape(b * k, 2, h, w)
+
+
 class RDEVOS(nn.Module):
     """RDE-VOS network. Attribute names equal the official checkpoint's top-level prefixes."""
 
@@ -104,12 +114,8 @@ class RDEVOS(nn.Module):
         Returns:
             (B, K, value_dim, H/16, W/16)
         """
-        b, k, h, w = masks.shape
-        if self.config.single_object:
-            extra = masks.reshape(b * k, 1, h, w)
-        else:
-            others = masks.sum(dim=1, keepdim=True) - masks if k > 1 else torch.zeros_like(masks)
-            extra = torch.stack([masks, others], dim=2).reshape(b * k, 2, h, w)
+        b, k = masks.shape[:2]
+        extra = mask_channels(masks, self.config.single_object)
         image = image.unsqueeze(1).expand(b, k, *image.shape[1:]).reshape(b * k, *image.shape[1:])
         f16 = f16.unsqueeze(1).expand(b, k, *f16.shape[1:]).reshape(b * k, *f16.shape[1:])
         value = self.value_encoder(image, f16, extra)
