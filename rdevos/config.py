@@ -158,6 +158,9 @@ class InferenceConfig:
         resolution: short side the frames are resized to (bicubic, on the normalised frame); ``None`` keeps the
             native size. Outputs are always at the input size.
         precision: network compute precision; the affinity and top-k softmax always run in fp32.
+        fp32_stride: with bf16 on CPU, the key encoder's stages up to this output stride (0 = none, 2, 4, 8, 16 = all)
+            still compute in fp32. The default 8 keeps bf16 masks close to fp32 (the skip features and keys come
+            from these stages); 0 is the fastest bf16 (about 10-35 % faster, labels ~99.5 % equal to fp32).
     """
 
     top_k: int = 20
@@ -166,6 +169,7 @@ class InferenceConfig:
     schedule: MemorySchedule = MemorySchedule.ABSOLUTE
     resolution: int | None = 480
     precision: Precision = Precision.FP32
+    fp32_stride: int = 8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "memory_mode", MemoryMode(self.memory_mode))
@@ -177,6 +181,8 @@ class InferenceConfig:
             raise ValueError(f"mem_every must be >= 1, got {self.mem_every}")
         if self.resolution is not None and self.resolution < 16:
             raise ValueError(f"resolution must be None or >= 16, got {self.resolution}")
+        if self.fp32_stride not in (0, 2, 4, 8, 16):
+            raise ValueError(f"fp32_stride must be one of 0, 2, 4, 8, 16, got {self.fp32_stride!r}")
 
     def replace(self, **changes: Any) -> InferenceConfig:
         return dataclasses.replace(self, **changes)

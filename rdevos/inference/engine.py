@@ -62,7 +62,8 @@ class InferenceEngine:
         p = self.config.precision
         #: On CPU, bf16 runs with bf16 weights and activations (no autocast); elsewhere reduced precision is autocast.
         self._dtype = torch.bfloat16 if p is Precision.BF16 and self.device.type == "cpu" else torch.float32
-        self.net = cached_inference_network(self.model, dtype=self._dtype, channels_last=True)
+        self.net = cached_inference_network(self.model, dtype=self._dtype, channels_last=True,
+                                            fp32_stride=self.config.fp32_stride)
         self.objects = ObjectManager()
         self._groups: list[_Group] = []
         self._t = 0
@@ -219,7 +220,8 @@ class InferenceEngine:
         h, w = rgb.shape[-2:]
         size = resized_size(h, w, cfg.resolution)
         x, pad = pad_divide_by(resize_image(normalize(rgb), size), 16)
-        x = x[None].to(self._dtype).contiguous(memory_format=torch.channels_last)
+        # fp32 in: the fast network casts at its first reduced-precision layer (its high-resolution stages are fp32)
+        x = x[None].contiguous(memory_format=torch.channels_last)
         labels = ids = None
         if mask is not None:
             labels, ids = self._parse_mask(mask, (h, w), objects)

@@ -67,6 +67,34 @@ def test_bf16_copy_is_close() -> None:
         assert (b - a).abs().max() <= 0.05 * a.abs().max() + 1e-3
 
 
+@pytest.mark.parametrize("config", [TINY, LITE2_CONFIG], ids=["resnet", "lite2"])
+def test_bf16_copy_keeps_high_resolution_key_stages_in_fp32(config) -> None:
+    """fp32_stride=8: the key encoder's stride-2..8 stages compute in fp32 from the fp32 image, the rest in bf16;
+    every feature leaves encode_key in bf16, and f4/f8 are closer to fp32 than from an all-bf16 copy."""
+    torch.manual_seed(0)
+    net = sane_init_(RDEVOS(config)).eval()
+    x = torch.randn(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref = net.encode_key(x)
+        errs = {}
+        for stride in (0, 8):
+            fast = inference_network(net, dtype=torch.bfloat16, fp32_stride=stride)
+            enc = fast.key_encoder
+            first = enc.conv1 if hasattr(enc, "conv1") else enc.stem
+            last = enc.layer3[-1].convs[-1] if hasattr(enc, "layer3") else enc.blocks[-1].project
+            assert first.weight.dtype == (torch.float32 if stride else torch.bfloat16)
+            assert last.weight.dtype == torch.bfloat16
+            feats = fast.encode_key(x)
+            assert all(t.dtype == torch.bfloat16 for t in feats)
+            errs[stride] = [((b.float() - a).abs().max() / a.abs().max()).item() for a, b in zip(ref, feats)]
+    f8, f4 = 3, 4
+    assert errs[8][f4] < errs[0][f4] and errs[8][f8] < errs[0][f8], errs
+    with pytest.raises(ValueError, match="fp32_stride"):
+        inference_network(net, dtype=torch.bfloat16, fp32_stride=3)
+    with pytest.raises(ValueError, match="fp32_stride"):
+        InferenceConfig(fp32_stride=32)
+
+
 def test_fusion_ops_present_on_cpu() -> None:
     # The oneDNN fused convolution is what makes the CPU path fast; a torch build without it falls back to eager.
     assert mkldnn_fusion_available() == hasattr(torch.ops.mkldnn, "_convolution_pointwise")
