@@ -588,6 +588,9 @@ class VideoSource(FrameSource):
                 return
             except (av.error.FFmpegError, OSError, ValueError) as exc:
                 raise InputError(f"video '{self._src}': corrupt or undecodable data at frame {index}: {exc}") from exc
+            if getattr(frame, "is_corrupt", False):  # the decoder concealed damaged data (PyAV >= 12 says so)
+                raise InputError(f"video '{self._src}': corrupt data at frame {index} (the decoder could only "
+                                 "conceal it); re-encode or repair the file")
             yield frame
             index += 1
 

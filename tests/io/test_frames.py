@@ -31,7 +31,7 @@ def _encode(path: Path, images: list[np.ndarray], fps: float = 24, *, rotation: 
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.height, stream.width = images[0].shape[:2]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12", "preset": "ultrafast", "g": "8"}
+        stream.options = {"crf": "12", "preset": "ultrafast", "g": "8", "threads": "1"}  # same bitstream on any core count
         if rotation is not None:
             stream.set_display_rotation(rotation)
         for i, img in enumerate(images):
