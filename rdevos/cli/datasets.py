@@ -52,6 +52,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- run-dataset
+def _check_eval_scores_no_inputs(args: argparse.Namespace, ds: object) -> None:
+    """--eval must not score a frame the model was given: refuse that for --prompts all, warn for a generic object
+    that first appears after the first frame (its first annotation is an input and is scored)."""
+    from rdevos.eval.runners import scored_prompts
+
+    hits = scored_prompts(args.root, ds, args.split, args.sequences, args.prompts)  # type: ignore[arg-type]
+    if not hits:
+        return
+    seqs = sorted({s for s, _, _ in hits})
+    example = ", ".join(f"{s}/{f}.png" for s, f, _ in hits[:3])
+    if args.prompts == "all":
+        raise UsageError(f"--eval with --prompts all would score {len(hits)} frame(s) of {len(seqs)} sequence(s) "
+                         f"that the model is given as input (e.g. {example}); use --prompts first (the default) "
+                         "to evaluate, or drop --eval")
+    logger.warning("--eval: %d object(s) first appear after the first frame (e.g. %s); their first annotation is an "
+                   "input and is scored too", len(hits), example)
+
+
 def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
     p = _command(
         sub, "run-dataset", help="segment every sequence of a dataset (resumable, shardable)",
@@ -71,6 +89,11 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
                    help="the model, or a baseline: copy the first mask / warp it with optical flow")
     p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
     p.add_argument("--sequences", nargs="*", help="only these sequences")
+    p.add_argument("--prompts", choices=["first", "all"], default="first",
+                   help="which annotations the model is given: first (semi-supervised: each object on the first "
+                        "frame holding it; later annotations are ground truth for --eval only) or, generic datasets "
+                        "only, all (every annotation PNG is a prompt; refused with --eval where it would score "
+                        "frames given as input)")
     _add_device(p)
     _add_precision(p, "fp32", "fp32 reproduces the reference numerics")
     _add_memory_options(p, "override the preset's short side (>= 16), or 'native'")
@@ -101,6 +124,11 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
     if args.zip:
         check_output_file(args.zip, "--zip", (".zip",))
     check_device(args.device)
+    if args.prompts == "all" and ds is not Dataset.GENERIC:
+        raise UsageError(f"--prompts all is for --dataset generic; {ds.value} gives each object's first annotation "
+                         "only (its benchmark protocol)")
+    if args.eval:
+        _check_eval_scores_no_inputs(args, ds)
     if args.shard:
         rank, world = args.shard
     else:
@@ -120,7 +148,7 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
     s = run_dataset(args.root, args.output, dataset=ds, split=args.split, model=model, method=args.method,
                     config=config, device=device, sequences=args.sequences, rank=rank, world_size=world,
                     all_frames_root=args.all_frames_root, detect_all_frames=not args.no_all_frames,
-                    progress=not args.no_progress)
+                    prompts=args.prompts, progress=not args.no_progress)
     print(f"shard {rank}/{world}: {len(s.done)} sequences done, {len(s.skipped)} already finished, "
           f"{s.frames} frames at {s.fps:.2f} frames/s")
     seqs = args.sequences or find_layout(args.root, ds, args.split).sequences
