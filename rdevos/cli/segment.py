@@ -117,7 +117,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from rdevos.inference.runs import RunFolderError, run_signature, segment_to_folder
     from rdevos.inference.session import VideoSession
     from rdevos.io.frames import open_frames
-    from rdevos.io.masks import DAVIS_PALETTE, fit_mask_to_frame, read_mask
+    from rdevos.io.masks import DAVIS_PALETTE, validate_mask
 
     # Every option first: nothing is read, loaded or segmented before the command line is known to be usable.
     if not os.path.exists(args.input) and "://" not in args.input and not args.input.startswith("/dev/"):
@@ -137,7 +137,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     source = open_frames(args.input)
     masks = _parse_masks(args, source.names) if args.mask or args.masks_dir else []
-    read = [(idx, f, fit_mask_to_frame(read_mask(f), source.size, name=f"mask {f}")) for idx, f in masks]
+    read = [(idx, f, validate_mask(f, source.size, name=f"mask {f}")) for idx, f in masks]
     _log_mask_objects(read)
     prompt_labels = None
     if prompts:
