@@ -168,6 +168,16 @@ def _writable_ancestor(path: Path, option: str, target: Path) -> None:
         raise UsageError(f"{option} {target}: {anc} is a file, so no folder can be made under it")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {target}: cannot write into {anc} (permission denied)")
+    # os.access says yes to root everywhere, and knows nothing of read-only mounts or /proc: try it.
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=anc, prefix=".rdevos-write-check-")
+    except OSError as e:
+        raise UsageError(f"{option} {target}: cannot write into {anc}: creating a file there fails "
+                         f"({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_output_dir(path: Path, option: str) -> None:

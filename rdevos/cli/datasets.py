@@ -124,6 +124,16 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
     if args.zip:
         check_output_file(args.zip, "--zip", (".zip",))
     check_device(args.device)
+    from rdevos.errors import InputError
+
+    try:  # a --root of another layout, or --sequences it lacks, is a bad option: said before the model loads
+        layout = find_layout(args.root, ds, args.split, all_frames_root=args.all_frames_root,
+                             detect_all_frames=not args.no_all_frames)
+    except InputError as e:
+        raise UsageError(f"--root: {e}") from None
+    unknown = sorted(set(args.sequences or ()) - set(layout.sequences))
+    if unknown:
+        raise UsageError(f"--sequences: {len(unknown)} not in {args.root} (split {args.split}): {unknown[:5]}")
     if args.prompts == "all" and ds is not Dataset.GENERIC:
         raise UsageError(f"--prompts all is for --dataset generic; {ds.value} gives each object's first annotation "
                          "only (its benchmark protocol)")
@@ -151,7 +161,7 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
                     prompts=args.prompts, progress=not args.no_progress)
     print(f"shard {rank}/{world}: {len(s.done)} sequences done, {len(s.skipped)} already finished, "
           f"{s.frames} frames at {s.fps:.2f} frames/s")
-    seqs = args.sequences or find_layout(args.root, ds, args.split).sequences
+    seqs = args.sequences or layout.sequences
     complete = all((args.output / q).is_dir() for q in seqs)
     if (args.eval or args.zip) and not complete:
         print("other shards are still running; run the same command again (or --eval/--zip) once they finish")
@@ -162,7 +172,7 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
     if args.eval:
         from rdevos.eval import evaluate_davis, format_table, write_official_csvs, write_results_json
 
-        res = evaluate_davis(find_layout(args.root, ds, args.split).annotations, args.output, seqs)
+        res = evaluate_davis(layout.annotations, args.output, seqs)
         paths = [*write_official_csvs(res, args.output, split=args.split),
                  write_results_json(res, args.output, split=args.split)]
         print(format_table(res))

@@ -69,6 +69,9 @@ def _parse_masks(args: argparse.Namespace, names: list[str] | None) -> list[tupl
             raise UsageError(f"--mask {spec!r}: the part after '@' must be a frame index") from None
         if idx < 0:
             raise UsageError(f"--mask {spec!r}: the frame index must be >= 0")
+        if Path(path).is_dir():
+            raise UsageError(f"--mask {spec!r}: {path} is a folder, not a mask file (a folder of masks named like "
+                             "the frames is --masks-dir)")
         if not Path(path).is_file():
             raise UsageError(f"--mask {spec!r}: mask file not found: {path}")
         out.append((idx, Path(path)))
@@ -310,6 +313,8 @@ def _cmd_mask(args: argparse.Namespace) -> int:
     from rdevos.io.masks import DAVIS_PALETTE, read_mask, write_mask
     from rdevos.prompt import prompts_to_labels
 
+    if args.frame.is_dir():
+        raise UsageError(f"{args.frame} is a folder; give one frame image (e.g. {args.frame / '00000.jpg'})")
     if not args.frame.is_file():
         raise UsageError(f"image not found: {args.frame}")
     if args.id > 255:

@@ -132,7 +132,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work-dir", type=Path, default=Path("rdevos-work"), help="folder for jobs, uploads and results")
     p.add_argument("--model", help="default checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
     _add_device(p)
-    p.add_argument("--resolution", default="480", help="short side new jobs resize to (>= 16), or 'native'")
+    p.add_argument("--resolution", type=_resolution, default=480,
+                   help="short side new jobs resize to (>= 16), or 'native'")
     p.add_argument("--max-upload-mb", type=_positive_float, default=500.0, help="largest upload accepted (MiB)")
     p.add_argument("--max-frames", type=_positive_int, default=10000, help="most frames per video")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
@@ -166,14 +167,11 @@ def _plugin(name: str, extra: str) -> Callable[..., int]:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from rdevos.errors import InputError, RDEVOSError
+    from rdevos.errors import RDEVOSError
 
     if importlib.util.find_spec("gradio") is None:
         raise RDEVOSError("the web app needs the optional 'web' extra: pip install 'rdevos[web]'")
     serve_command = _plugin("serve", "web")
-    if args.resolution != "native" and not (args.resolution.isdigit() and int(args.resolution) >= 16):
-        # exit status 1, not 2: tests/web/test_serve_cli.py pins it
-        raise InputError(f"--resolution must be 'native' or a number >= 16, got {args.resolution!r}")
     check_output_dir(args.work_dir, "--work-dir")
     check_device(args.device)
     return serve_command(work_dir=args.work_dir, host=args.host, port=args.port, model=args.model,
