@@ -9,18 +9,18 @@ import re
 from pathlib import Path
 
 from rdevos.errors import UsageError
-from rdevos.cli._common import (EXIT_OK, _add_device, _add_memory_options, _add_no_progress, _add_precision,
+from rdevos.cli._common import (EXIT_OK, _add_device, _add_memory_options, _add_model, _add_no_progress, _add_precision,
                                 _command, _inference_config, _positive_int, _shard, check_device, check_input_dir,
                                 check_output_dir, check_output_file, logger)
 
 
 # ---------------------------------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "eval", help="DAVIS J&F of predicted masks (official-toolkit numbers)",
-                       description="Compute J (region IoU) and F (boundary F-measure) exactly as the official "
-                                   "davis2017-evaluation code (semi-supervised), write its CSV files (3 decimals) "
-                                   "and results.json (global, per-sequence, per-object and per-frame numbers at "
-                                   "full precision).")
+    p = _command(sub, "eval", _cmd_eval, help="DAVIS J&F of predicted masks (official-toolkit numbers)",
+                 description="Compute J (region IoU) and F (boundary F-measure) exactly as the official "
+                             "davis2017-evaluation code (semi-supervised), write its CSV files (3 decimals) and "
+                             "results.json (global, per-sequence, per-object and per-frame numbers at full "
+                             "precision).")
     p.add_argument("--gt", type=Path, required=True, help="annotations folder (<seq>/<frame>.png)")
     p.add_argument("--pred", type=Path, required=True, help="predictions folder (<seq>/<frame>.png)")
     p.add_argument("--sequences", nargs="*", help="only these sequences (default: all in --gt)")
@@ -29,7 +29,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--processes", type=_positive_int, default=None, help="worker processes (default: CPU count)")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of the table")
     _add_no_progress(p)
-    p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -72,7 +71,7 @@ def _check_eval_scores_no_inputs(args: argparse.Namespace, ds: object) -> None:
 
 def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
     p = _command(
-        sub, "run-dataset", help="segment every sequence of a dataset (resumable, shardable)",
+        sub, "run-dataset", _cmd_run_dataset, help="segment every sequence of a dataset (resumable, shardable)",
         description="Segment a DAVIS / YouTube-VOS / generic dataset into OUT/<seq>/<frame>.png with the dataset's "
                     "official preset. Finished sequences are skipped on re-runs. Under torchrun (or with --shard "
                     "I/N) each process takes a deterministic share of the sequences.")
@@ -87,7 +86,7 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (OUT/<seq>/<frame>.png)")
     p.add_argument("--method", choices=["model", "copy-first-mask", "flow"], default="model",
                    help="the model, or a baseline: copy the first mask / warp it with optical flow")
-    p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
+    _add_model(p)
     p.add_argument("--sequences", nargs="*", help="only these sequences")
     p.add_argument("--prompts", choices=["first", "all"], default="first",
                    help="which annotations the model is given: first (semi-supervised: each object on the first "
@@ -106,7 +105,6 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
                    help="score the predictions (DAVIS J&F, CSVs and results.json in OUT) when all are done")
     p.add_argument("--zip", type=Path, help="write a submission zip when all sequences are done")
     _add_no_progress(p)
-    p.set_defaults(func=_cmd_run_dataset)
 
 
 def _cmd_run_dataset(args: argparse.Namespace) -> int:

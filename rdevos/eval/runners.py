@@ -4,7 +4,9 @@ One runner for every dataset family; the family only picks the folder layout, wh
 inference preset. The protocol is semi-supervised throughout: the model is given each object once, on the frame it
 first appears (DAVIS: the first frame), and every later annotation is ground truth for scoring only. A generic
 dataset may instead give every annotation PNG as a prompt (``prompts='all'``, ``--prompts all``); the frames given
-that way are then no longer ground truth (:func:`scored_prompts` finds those an evaluation would count). Each sequence is written to ``OUT/.partial-<seq>/`` and renamed to ``OUT/<seq>/`` when complete,
+that way are then no longer ground truth (:func:`scored_prompts` finds those an evaluation would count).
+
+Each sequence is written to ``OUT/.partial-<seq>/`` and renamed to ``OUT/<seq>/`` when complete,
 so an interrupted run resumes by skipping finished sequences, and continues a half-done one after its last saved
 engine state (:func:`rdevos.inference.runs.segment_to_folder`; same PNGs as an uninterrupted run). Shards (``rank``/``world_size``, e.g. from torchrun)
 take the sequences ``sorted(seqs)[rank::world_size]`` and write into the same output folder.

@@ -160,7 +160,8 @@ def test_run_dataset_errors(tmp_path: Path, a_file: Path, capsys: pytest.Capture
         assert words in _error(capsys, [*base, *args]), args
     # a folder that is not a dataset, or --sequences it lacks: a bad option, said before the model loads
     line = _error(capsys, [*base, "--no-progress"])
-    assert line.startswith(f"rdevos: error: --root: {root} does not look like a davis2017 folder") and "JPEGImages" in line
+    assert line.startswith(f"rdevos: error: --root: {root} does not look like a davis2017 folder")
+    assert "JPEGImages" in line
     davis = REPO / "tests" / "data" / "davis-mini"
     line = _error(capsys, ["run-dataset", "--dataset", "generic", "--root", davis, "-o", tmp_path / "out",
                            "--sequences", "bear", "nope"])

@@ -180,7 +180,8 @@ def test_generic_object_appearing_later_is_prompted_once_and_flagged(davis_tree:
         out.save(ann / f"{i:05d}.png")
     # Given once each, on its first frame: object 1 on frame 2, which the evaluation counts (1 <= K = 2).
     assert scored_prompts(root, "generic") == [("bear", "00002", [1])]
-    assert [h[:2] for h in scored_prompts(root, "generic", prompts="all")] == [("bear", f"{i:05d}") for i in range(1, 5)]
+    every = scored_prompts(root, "generic", prompts="all")
+    assert [h[:2] for h in every] == [("bear", f"{i:05d}") for i in range(1, 5)]
     assert main(["run-dataset", "--dataset", "generic", "--root", str(root), "-o", str(tmp_path / "o"), "--method",
                  "copy-first-mask", "--eval", "--no-progress"]) == 0
     assert "1 object(s) first appear after the first frame (e.g. bear/00002.png)" in caplog.text
