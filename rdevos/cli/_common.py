@@ -168,6 +168,16 @@ def _writable_ancestor(path: Path, option: str, target: Path) -> None:
         raise UsageError(f"{option} {target}: {anc} is a file, so no folder can be made under it")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {target}: cannot write into {anc} (permission denied)")
+    # os.access says yes to root everywhere, and knows nothing of read-only mounts or /proc: try it.
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=anc, prefix=".rdevos-write-check-")
+    except OSError as e:
+        raise UsageError(f"{option} {target}: cannot write into {anc}: creating a file there fails "
+                         f"({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_output_dir(path: Path, option: str) -> None:
@@ -256,6 +266,16 @@ def _inference_config(args: argparse.Namespace, preset: str, precision: str, mod
 _PRECISION_AUTO_HELP = "default: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32"
 
 
+_MODEL_HELP = "checkpoint, ModelScope dir/id, URL or name"
+
+
+def _add_model(p: argparse.ArgumentParser, default: str | None = "embedded model", *, what: str = "") -> None:
+    """--model: what load_model takes; ``default`` says what is used without it (``None``: --model is required),
+    ``what`` is put before the usual words (e.g. ``"default "`` for the jobs' default model)."""
+    tail = f" (default: {default})" if default else ""
+    p.add_argument("--model", required=default is None, help=f"{what}{_MODEL_HELP}{tail}")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device, default="auto", help=_DEVICE_HELP)
 
@@ -289,7 +309,11 @@ def _common_parser() -> argparse.ArgumentParser:
 _COMMON = _common_parser()
 
 
-def _command(sub: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-    """A subcommand with the flags every command has (-v/-q/--debug) and the help formatter of all of them."""
-    parser: argparse.ArgumentParser = sub.add_parser(name, parents=[_COMMON], formatter_class=_HelpFormatter, **kwargs)
+def _command(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], *, help: str,
+             description: str | None = None) -> argparse.ArgumentParser:
+    """The subcommand ``name``, run by ``func(args)`` (its exit status), with the flags every command has
+    (-v/-q/--debug) and the help formatter of all of them; ``help`` is its line in ``rdevos --help``."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, parents=[_COMMON], formatter_class=_HelpFormatter,
+                                                     help=help, description=description)
+    parser.set_defaults(func=func)
     return parser

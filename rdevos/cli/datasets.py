@@ -9,18 +9,18 @@ import re
 from pathlib import Path
 
 from rdevos.errors import UsageError
-from rdevos.cli._common import (EXIT_OK, _add_device, _add_memory_options, _add_no_progress, _add_precision,
+from rdevos.cli._common import (EXIT_OK, _add_device, _add_memory_options, _add_model, _add_no_progress, _add_precision,
                                 _command, _inference_config, _positive_int, _shard, check_device, check_input_dir,
                                 check_output_dir, check_output_file, logger)
 
 
 # ---------------------------------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "eval", help="DAVIS J&F of predicted masks (official-toolkit numbers)",
-                       description="Compute J (region IoU) and F (boundary F-measure) exactly as the official "
-                                   "davis2017-evaluation code (semi-supervised), write its CSV files (3 decimals) "
-                                   "and results.json (global, per-sequence, per-object and per-frame numbers at "
-                                   "full precision).")
+    p = _command(sub, "eval", _cmd_eval, help="DAVIS J&F of predicted masks (official-toolkit numbers)",
+                 description="Compute J (region IoU) and F (boundary F-measure) exactly as the official "
+                             "davis2017-evaluation code (semi-supervised), write its CSV files (3 decimals) and "
+                             "results.json (global, per-sequence, per-object and per-frame numbers at full "
+                             "precision).")
     p.add_argument("--gt", type=Path, required=True, help="annotations folder (<seq>/<frame>.png)")
     p.add_argument("--pred", type=Path, required=True, help="predictions folder (<seq>/<frame>.png)")
     p.add_argument("--sequences", nargs="*", help="only these sequences (default: all in --gt)")
@@ -29,7 +29,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--processes", type=_positive_int, default=None, help="worker processes (default: CPU count)")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of the table")
     _add_no_progress(p)
-    p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -52,9 +51,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- run-dataset
+def _check_eval_scores_no_inputs(args: argparse.Namespace, ds: object) -> None:
+    """--eval must not score a frame the model was given: refuse that for --prompts all, warn for a generic object
+    that first appears after the first frame (its first annotation is an input and is scored)."""
+    from rdevos.eval.runners import scored_prompts
+
+    hits = scored_prompts(args.root, ds, args.split, args.sequences, args.prompts)  # type: ignore[arg-type]
+    if not hits:
+        return
+    seqs = sorted({s for s, _, _ in hits})
+    example = ", ".join(f"{s}/{f}.png" for s, f, _ in hits[:3])
+    if args.prompts == "all":
+        raise UsageError(f"--eval with --prompts all would score {len(hits)} frame(s) of {len(seqs)} sequence(s) "
+                         f"that the model is given as input (e.g. {example}); use --prompts first (the default) "
+                         "to evaluate, or drop --eval")
+    logger.warning("--eval: %d object(s) first appear after the first frame (e.g. %s); their first annotation is an "
+                   "input and is scored too", len(hits), example)
+
+
 def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
     p = _command(
-        sub, "run-dataset", help="segment every sequence of a dataset (resumable, shardable)",
+        sub, "run-dataset", _cmd_run_dataset, help="segment every sequence of a dataset (resumable, shardable)",
         description="Segment a DAVIS / YouTube-VOS / generic dataset into OUT/<seq>/<frame>.png with the dataset's "
                     "official preset. Finished sequences are skipped on re-runs. Under torchrun (or with --shard "
                     "I/N) each process takes a deterministic share of the sequences.")
@@ -69,8 +86,13 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (OUT/<seq>/<frame>.png)")
     p.add_argument("--method", choices=["model", "copy-first-mask", "flow"], default="model",
                    help="the model, or a baseline: copy the first mask / warp it with optical flow")
-    p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
+    _add_model(p)
     p.add_argument("--sequences", nargs="*", help="only these sequences")
+    p.add_argument("--prompts", choices=["first", "all"], default="first",
+                   help="which annotations the model is given: first (semi-supervised: each object on the first "
+                        "frame holding it; later annotations are ground truth for --eval only) or, generic datasets "
+                        "only, all (every annotation PNG is a prompt; refused with --eval where it would score "
+                        "frames given as input)")
     _add_device(p)
     _add_precision(p, "fp32", "fp32 reproduces the reference numerics")
     _add_memory_options(p, "override the preset's short side (>= 16), or 'native'")
@@ -83,7 +105,6 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
                    help="score the predictions (DAVIS J&F, CSVs and results.json in OUT) when all are done")
     p.add_argument("--zip", type=Path, help="write a submission zip when all sequences are done")
     _add_no_progress(p)
-    p.set_defaults(func=_cmd_run_dataset)
 
 
 def _cmd_run_dataset(args: argparse.Namespace) -> int:
@@ -101,6 +122,21 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
     if args.zip:
         check_output_file(args.zip, "--zip", (".zip",))
     check_device(args.device)
+    from rdevos.errors import InputError
+
+    try:  # a --root of another layout, or --sequences it lacks, is a bad option: said before the model loads
+        layout = find_layout(args.root, ds, args.split, all_frames_root=args.all_frames_root,
+                             detect_all_frames=not args.no_all_frames)
+    except InputError as e:
+        raise UsageError(f"--root: {e}") from None
+    unknown = sorted(set(args.sequences or ()) - set(layout.sequences))
+    if unknown:
+        raise UsageError(f"--sequences: {len(unknown)} not in {args.root} (split {args.split}): {unknown[:5]}")
+    if args.prompts == "all" and ds is not Dataset.GENERIC:
+        raise UsageError(f"--prompts all is for --dataset generic; {ds.value} gives each object's first annotation "
+                         "only (its benchmark protocol)")
+    if args.eval:
+        _check_eval_scores_no_inputs(args, ds)
     if args.shard:
         rank, world = args.shard
     else:
@@ -120,10 +156,10 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
     s = run_dataset(args.root, args.output, dataset=ds, split=args.split, model=model, method=args.method,
                     config=config, device=device, sequences=args.sequences, rank=rank, world_size=world,
                     all_frames_root=args.all_frames_root, detect_all_frames=not args.no_all_frames,
-                    progress=not args.no_progress)
+                    prompts=args.prompts, progress=not args.no_progress)
     print(f"shard {rank}/{world}: {len(s.done)} sequences done, {len(s.skipped)} already finished, "
           f"{s.frames} frames at {s.fps:.2f} frames/s")
-    seqs = args.sequences or find_layout(args.root, ds, args.split).sequences
+    seqs = args.sequences or layout.sequences
     complete = all((args.output / q).is_dir() for q in seqs)
     if (args.eval or args.zip) and not complete:
         print("other shards are still running; run the same command again (or --eval/--zip) once they finish")
@@ -134,7 +170,7 @@ def _cmd_run_dataset(args: argparse.Namespace) -> int:
     if args.eval:
         from rdevos.eval import evaluate_davis, format_table, write_official_csvs, write_results_json
 
-        res = evaluate_davis(find_layout(args.root, ds, args.split).annotations, args.output, seqs)
+        res = evaluate_davis(layout.annotations, args.output, seqs)
         paths = [*write_official_csvs(res, args.output, split=args.split),
                  write_results_json(res, args.output, split=args.split)]
         print(format_table(res))

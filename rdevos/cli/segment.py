@@ -12,15 +12,15 @@ from typing import Any
 
 from rdevos.errors import UsageError
 from rdevos.cli._common import (_PRESET_HELP, _VIDEO_SUFFIXES, EXIT_OK, PRESETS, _add_device, _add_memory_options,
-                                _add_no_progress, _add_precision, _command, _inference_config, _int_at_least,
-                                _non_negative_int, _peak_rss_mib, check_device, check_input_dir, check_output_dir,
-                                check_output_file, logger)
+                                _add_model, _add_no_progress, _add_precision, _command, _inference_config,
+                                _int_at_least, _non_negative_int, _peak_rss_mib, check_device, check_input_dir,
+                                check_output_dir, check_output_file, logger)
 
 
 # ---------------------------------------------------------------------------------------------------- segment
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = _command(
-        sub, "segment", help="segment objects through a video or a folder of frames",
+        sub, "segment", _cmd_segment, help="segment objects through a video or a folder of frames",
         description="Propagate object masks through a video. INPUT is a folder of frames (jpg/png/webp, natural "
                     "order), a video file (mp4/mov/mkv/avi/webm) or a stream URL. Writes one palette PNG per frame "
                     "into OUT as each frame is done; re-running into OUT resumes. Masks may be palette, greyscale "
@@ -36,7 +36,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                    help="the frame --box/--point refer to")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                    help="output folder for the palette PNGs (created if missing)")
-    p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
+    _add_model(p)
     _add_device(p)
     _add_precision(p)
     p.add_argument("--preset", default="modelscope", choices=PRESETS, help=_PRESET_HELP)
@@ -52,7 +52,6 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster frames)")
     _add_no_progress(p)
-    p.set_defaults(func=_cmd_segment)
 
 
 _MASKS_DIR_EXPECTS = "PNG masks named like the frames (e.g. 00000.png for frame 00000.jpg) or by frame index"
@@ -69,6 +68,9 @@ def _parse_masks(args: argparse.Namespace, names: list[str] | None) -> list[tupl
             raise UsageError(f"--mask {spec!r}: the part after '@' must be a frame index") from None
         if idx < 0:
             raise UsageError(f"--mask {spec!r}: the frame index must be >= 0")
+        if Path(path).is_dir():
+            raise UsageError(f"--mask {spec!r}: {path} is a folder, not a mask file (a folder of masks named like "
+                             "the frames is --masks-dir)")
         if not Path(path).is_file():
             raise UsageError(f"--mask {spec!r}: mask file not found: {path}")
         out.append((idx, Path(path)))
@@ -117,7 +119,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from rdevos.inference.runs import RunFolderError, run_signature, segment_to_folder
     from rdevos.inference.session import VideoSession
     from rdevos.io.frames import open_frames
-    from rdevos.io.masks import DAVIS_PALETTE, fit_mask_to_frame, read_mask
+    from rdevos.io.masks import DAVIS_PALETTE, validate_mask
 
     # Every option first: nothing is read, loaded or segmented before the command line is known to be usable.
     if not os.path.exists(args.input) and "://" not in args.input and not args.input.startswith("/dev/"):
@@ -137,7 +139,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     source = open_frames(args.input)
     masks = _parse_masks(args, source.names) if args.mask or args.masks_dir else []
-    read = [(idx, f, fit_mask_to_frame(read_mask(f), source.size, name=f"mask {f}")) for idx, f in masks]
+    read = [(idx, f, validate_mask(f, source.size, name=f"mask {f}")) for idx, f in masks]
     _log_mask_objects(read)
     prompt_labels = None
     if prompts:
@@ -286,7 +288,7 @@ def _load_predictor(args: argparse.Namespace) -> Any:
 
 def _add_mask(sub: argparse._SubParsersAction) -> None:
     p = _command(
-        sub, "mask", help="make an object mask from a box and/or clicks on one image",
+        sub, "mask", _cmd_mask, help="make an object mask from a box and/or clicks on one image",
         description="Turn a box and/or clicks on one frame into a palette PNG mask with the prompt model (the "
                     "embedded one unless --prompt-model), e.g. the first-frame mask for 'rdevos segment'. "
                     "--add puts the object into an existing mask instead of starting a new one.")
@@ -297,7 +299,6 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--add", action="store_true", help="merge into the existing -o mask (other objects stay)")
     _add_device(p)
     _add_precision(p)
-    p.set_defaults(func=_cmd_mask)
 
 
 def _cmd_mask(args: argparse.Namespace) -> int:
@@ -310,6 +311,8 @@ def _cmd_mask(args: argparse.Namespace) -> int:
     from rdevos.io.masks import DAVIS_PALETTE, read_mask, write_mask
     from rdevos.prompt import prompts_to_labels
 
+    if args.frame.is_dir():
+        raise UsageError(f"{args.frame} is a folder; give one frame image (e.g. {args.frame / '00000.jpg'})")
     if not args.frame.is_file():
         raise UsageError(f"image not found: {args.frame}")
     if args.id > 255:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rdevos.errors import UsageError
 from rdevos.cli._common import (_PRESET_HELP, EXIT_ERROR, EXIT_OK, PRESETS, _add_device, _add_memory_options,
-                                _add_no_progress, _add_precision, _choice, _command, _csv_of, _device,
+                                _add_model, _add_no_progress, _add_precision, _choice, _command, _csv_of, _device,
                                 _inference_config, _non_negative_int, _objects_spec, _port, _positive_float,
                                 _positive_int, _resolution, check_device, check_input_file, check_output_dir,
                                 check_output_file)
@@ -18,7 +18,7 @@ from rdevos.cli._common import (_PRESET_HELP, EXIT_ERROR, EXIT_OK, PRESETS, _add
 # ---------------------------------------------------------------------------------------------------- bench
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = _command(
-        sub, "bench", help="frames/s and peak memory per resolution, video length, precision, device",
+        sub, "bench", _cmd_bench, help="frames/s and peak memory per resolution, video length, precision, device",
         description="Measure speed and peak memory (RSS; CUDA max allocated on GPU) of the engine on the bundled "
                     "sample clip, looped to each length. Every configuration runs in a fresh process, so peaks do "
                     "not mix. Without --model: the official architecture with random weights (speed and memory do "
@@ -34,7 +34,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated: auto,cpu,cuda,cuda:N,mps (default: auto)")
     p.add_argument("--objects", type=_positive_int, default=2, help="objects tracked (the sample object split "
                                                                     "into this many parts)")
-    p.add_argument("--model", help="checkpoint, ModelScope dir/id, URL or name (default: random official weights)")
+    _add_model(p, "random official weights")
     p.add_argument("--top-k", type=_positive_int, default=40, metavar="K", help="memory entries each query pixel reads")
     p.add_argument("--mem-every", type=_positive_int, default=3, metavar="N",
                    help="add a frame to the memory every N frames")
@@ -48,7 +48,6 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, help="write the results as JSON")
     p.add_argument("--plot", type=Path, help="PNG of s/frame and peak memory against length (needs rdevos[bench])")
     _add_no_progress(p)
-    p.set_defaults(func=_cmd_bench)
 
 
 def _resolution_px(text: str) -> int:
@@ -84,11 +83,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "train",
-                       help="train a model (all stages of a YAML config; resumable; works under torchrun)",
-                       description="Train RDE-VOS. Presets live in configs/*.yaml; override fields with dotted "
-                                   "KEY=VALUE pairs. Several processes/GPUs: torchrun --nproc_per_node N -m "
-                                   "rdevos.train --config X.yaml.")
+    p = _command(sub, "train", _cmd_train,
+                 help="train a model (all stages of a YAML config; resumable; works under torchrun)",
+                 description="Train RDE-VOS. Presets live in configs/*.yaml; override fields with dotted KEY=VALUE "
+                             "pairs. Several processes/GPUs: torchrun --nproc_per_node N -m rdevos.train --config "
+                             "X.yaml.")
     p.add_argument("--config", type=Path, required=True, help="YAML preset, e.g. configs/lite-davis.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. stages.0.iterations=100 precision=fp32")
@@ -97,7 +96,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iterations", type=_positive_int, default=None,
                    help="stop after this many iterations in this call (a resumable checkpoint is written)")
     _add_no_progress(p)
-    p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -122,7 +120,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- serve
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = _command(
-        sub, "serve", help="web app: segment a video in the browser (needs rdevos[web])",
+        sub, "serve", _cmd_serve, help="web app: segment a video in the browser (needs rdevos[web])",
         description="Start the web app (Gradio). Upload a video or frames, draw objects, run in the background, "
                     "fix frames, download masks and an overlay video. Jobs and results live in --work-dir; a run "
                     "goes on when the page is closed and a restarted server lists (and continues) earlier jobs.")
@@ -130,14 +128,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                                                        "access without login")
     p.add_argument("--port", type=_port, default=7860, help="port to listen on")
     p.add_argument("--work-dir", type=Path, default=Path("rdevos-work"), help="folder for jobs, uploads and results")
-    p.add_argument("--model", help="default checkpoint, ModelScope dir/id, URL or name (default: embedded model)")
+    _add_model(p, what="default ")
     _add_device(p)
-    p.add_argument("--resolution", default="480", help="short side new jobs resize to (>= 16), or 'native'")
+    p.add_argument("--resolution", type=_resolution, default=480,
+                   help="short side new jobs resize to (>= 16), or 'native'")
     p.add_argument("--max-upload-mb", type=_positive_float, default=500.0, help="largest upload accepted (MiB)")
     p.add_argument("--max-frames", type=_positive_int, default=10000, help="most frames per video")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.add_argument("--prompt-model", help="box/click-to-mask model of the editor (default: embedded model)")
-    p.set_defaults(func=_cmd_serve)
 
 
 #: Plugin hook: commands that live outside the library, found through this entry-point group (``rdevos_web``
@@ -166,14 +164,11 @@ def _plugin(name: str, extra: str) -> Callable[..., int]:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from rdevos.errors import InputError, RDEVOSError
+    from rdevos.errors import RDEVOSError
 
     if importlib.util.find_spec("gradio") is None:
         raise RDEVOSError("the web app needs the optional 'web' extra: pip install 'rdevos[web]'")
     serve_command = _plugin("serve", "web")
-    if args.resolution != "native" and not (args.resolution.isdigit() and int(args.resolution) >= 16):
-        # exit status 1, not 2: tests/web/test_serve_cli.py pins it
-        raise InputError(f"--resolution must be 'native' or a number >= 16, got {args.resolution!r}")
     check_output_dir(args.work_dir, "--work-dir")
     check_device(args.device)
     return serve_command(work_dir=args.work_dir, host=args.host, port=args.port, model=args.model,
@@ -185,13 +180,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- export
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = _command(
-        sub, "export", help="export the per-frame graphs to ONNX or TorchScript",
+        sub, "export", _cmd_export, help="export the per-frame graphs to ONNX or TorchScript",
         description="Write the key encoder, value encoder, segment (memory read + decoder) and compress (RDE "
                     "update) graphs with dynamic frame size, and manifest.json with the settings and "
                     "preprocessing. Run an ONNX export without torch: rdevos.export.OnnxEngine(OUT) "
                     "(pip install 'rdevos[export]').")
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True, help="graph format")
-    p.add_argument("--model", required=True, help="checkpoint, ModelScope dir/id, URL or name")
+    _add_model(p, None)
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     _add_precision(p, "fp32", "weights and activations", ("fp32", "fp16"))
     p.add_argument("--objects", type=_objects_spec, default="dynamic",
@@ -200,7 +195,6 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="modelscope", choices=PRESETS,
                    help="inference settings recorded in the manifest: " + _PRESET_HELP.split(": ", 1)[1])
     _add_memory_options(p)
-    p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -220,8 +214,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- models
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "models", help="list named models (the default is marked)")
-    p.set_defaults(func=_cmd_models)
+    _command(sub, "models", _cmd_models, help="list named models (the default is marked)")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -1,7 +1,12 @@
 """Dataset runners: segment every sequence of a DAVIS / YouTube-VOS / generic folder, resumable and shardable.
 
 One runner for every dataset family; the family only picks the folder layout, which annotations are used and the
-inference preset. Each sequence is written to ``OUT/.partial-<seq>/`` and renamed to ``OUT/<seq>/`` when complete,
+inference preset. The protocol is semi-supervised throughout: the model is given each object once, on the frame it
+first appears (DAVIS: the first frame), and every later annotation is ground truth for scoring only. A generic
+dataset may instead give every annotation PNG as a prompt (``prompts='all'``, ``--prompts all``); the frames given
+that way are then no longer ground truth (:func:`scored_prompts` finds those an evaluation would count).
+
+Each sequence is written to ``OUT/.partial-<seq>/`` and renamed to ``OUT/<seq>/`` when complete,
 so an interrupted run resumes by skipping finished sequences, and continues a half-done one after its last saved
 engine state (:func:`rdevos.inference.runs.segment_to_folder`; same PNGs as an uninterrupted run). Shards (``rank``/``world_size``, e.g. from torchrun)
 take the sequences ``sorted(seqs)[rank::world_size]`` and write into the same output folder.
@@ -35,7 +40,8 @@ from rdevos.io.masks import DAVIS_PALETTE, read_mask, write_mask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Dataset", "Method", "DatasetLayout", "find_layout", "run_dataset", "RunSummary", "make_submission_zip"]
+__all__ = ["Dataset", "Method", "Prompts", "DatasetLayout", "find_layout", "run_dataset", "RunSummary",
+           "make_submission_zip", "scored_prompts"]
 
 
 class Dataset(str, enum.Enum):
@@ -56,6 +62,13 @@ class Method(str, enum.Enum):
     MODEL = "model"
     COPY_FIRST_MASK = "copy-first-mask"  #: every frame gets the latest given mask
     FLOW = "flow"  #: warp the previous mask with OpenCV DIS optical flow (backward flow, nearest sampling)
+
+
+class Prompts(str, enum.Enum):
+    """Which annotation PNGs are given to the model."""
+
+    FIRST = "first"  #: semi-supervised: each object on the frame it first appears; the rest is ground truth only
+    ALL = "all"  #: generic datasets only: every annotation PNG is a prompt (interactive-style corrections)
 
 
 @dataclass(frozen=True)
@@ -155,12 +168,14 @@ def _load_meta(path: Path) -> dict[str, dict[int, list[str]]]:
 
 
 def _annotations(layout: DatasetLayout, seq: str, src: FolderSource, ds: Dataset,
-                 meta: dict[int, list[str]] | None = None) -> tuple[dict[int, np.ndarray], list[int] | None]:
+                 meta: dict[int, list[str]] | None = None, prompts: Prompts = Prompts.FIRST
+                 ) -> tuple[dict[int, np.ndarray], list[int] | None]:
     """Annotated frame index -> label map of the objects given on that frame; plus the palette.
 
-    DAVIS: the first frame's mask. YouTube-VOS: each object only on the frame it first appears, which is the first
-    of its frames in ``meta`` (meta.json) or else the first annotation PNG holding its label; the label map of a
-    frame holds only the objects that start there (a later PNG cannot overwrite tracked objects).
+    DAVIS: the first frame's mask. YouTube-VOS and generic: each object only on the frame it first appears, which
+    is the first of its frames in ``meta`` (YouTube-VOS meta.json) or else the first annotation PNG holding its
+    label; the label map of a frame holds only the objects that start there (a later PNG cannot overwrite tracked
+    objects). Generic with ``prompts=ALL``: every annotation PNG as it is.
     """
     names = {n: i for i, n in enumerate(src.names)}
     files = sorted((layout.annotations / seq).glob("*.png"))
@@ -194,7 +209,7 @@ def _annotations(layout: DatasetLayout, seq: str, src: FolderSource, ds: Dataset
             labels = (labels > 0).astype(np.uint8)  # DAVIS-2016 is single-object: binarise as the official code
         elif ds is Dataset.DAVIS2017:
             labels = np.where(labels == 255, 0, labels).astype(np.uint8)
-        elif ds is Dataset.YOUTUBEVOS:
+        elif ds is Dataset.YOUTUBEVOS or prompts is Prompts.FIRST:  # generic, semi-supervised
             present = {int(v) for v in np.unique(labels) if v != 0}
             if starts is not None:
                 ids = starts[f.stem]
@@ -281,7 +296,7 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
                 config: InferenceConfig | None = None, device: object = None,
                 sequences: Sequence[str] | None = None, rank: int = 0, world_size: int = 1,
                 all_frames_root: str | os.PathLike[str] | None = None, detect_all_frames: bool = True,
-                progress: bool = True) -> RunSummary:
+                prompts: Prompts | str = Prompts.FIRST, progress: bool = True) -> RunSummary:
     """Segment a dataset into ``out/<seq>/<frame>.png`` (palette PNGs), resumable and shardable.
 
     Args:
@@ -289,7 +304,8 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
         out: output folder; finished sequences in it are skipped.
         dataset: ``davis2016`` (binarised, first-frame mask), ``davis2017`` (first-frame mask), ``youtubevos``
             (each object from the frame it first appears on, per meta.json or its first annotation; relative memory
-            schedule; all frames read, required frames written) or ``generic`` (every annotation file).
+            schedule; all frames read, required frames written) or ``generic`` (each object from the first
+            annotation PNG holding its label, or every annotation PNG with ``prompts='all'``).
         model: an :class:`~rdevos.model.network.RDEVOS` (required for ``method='model'``).
         method: ``model``, ``copy-first-mask`` or ``flow``.
         config: inference settings (default: the dataset's preset with the model's own defaults applied).
@@ -297,10 +313,13 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
         rank, world_size: shard of the sequence list this process runs.
         all_frames_root: YouTube-VOS all-frames release (``.../valid_all_frames``); default: found next to the
             split if ``detect_all_frames``, else the required frames alone are segmented.
+        prompts: ``first`` (semi-supervised, the default) or, for generic datasets, ``all`` (every annotation PNG
+            is given to the model; an evaluation would then score inputs, see :func:`scored_prompts`).
     """
     from tqdm.auto import tqdm
 
     ds, meth = Dataset(dataset), Method(method)
+    prm = _prompts(prompts, ds)
     layout = find_layout(root, ds, split, all_frames_root=all_frames_root, detect_all_frames=detect_all_frames)
     seqs = sorted(sequences if sequences is not None else layout.sequences)
     unknown = sorted(set(seqs) - set(layout.sequences)) if sequences is not None else []
@@ -339,7 +358,7 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
         if layout.meta is not None and meta is None:
             logger.warning("video %s is not in %s: objects start on the first annotation holding them", seq,
                            layout.meta)
-        ann, palette = _annotations(layout, seq, src, ds, meta)
+        ann, palette = _annotations(layout, seq, src, ds, meta, prm)
         palette = palette or list(DAVIS_PALETTE)
         t0 = time.perf_counter()
         n = 0
@@ -374,8 +393,46 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
          "skipped": summary.skipped, "frames": summary.frames, "written": summary.written,
          "all_frames": str(layout.all_frames) if layout.all_frames else None,
          "seconds": round(summary.seconds, 2),
-         "fps": round(summary.fps, 3)}, indent=2))
+         "fps": round(summary.fps, 3), "prompts": prm.value}, indent=2))
     return summary
+
+
+def _prompts(prompts: Prompts | str, ds: Dataset) -> Prompts:
+    try:
+        prm = Prompts(prompts)
+    except ValueError:
+        raise InputError(f"unknown prompts {prompts!r}: choose first or all") from None
+    if prm is Prompts.ALL and ds is not Dataset.GENERIC:
+        raise InputError(f"prompts 'all' is for generic datasets; {ds.value} is semi-supervised (its benchmark gives "
+                         "each object's first annotation only)")
+    return prm
+
+
+def scored_prompts(root: str | os.PathLike[str], dataset: Dataset | str, split: str = "val",
+                   sequences: Sequence[str] | None = None, prompts: Prompts | str = Prompts.FIRST
+                   ) -> list[tuple[str, str, list[int]]]:
+    """The prompts a DAVIS evaluation of the run would score: ``(sequence, frame, object ids)`` for each frame
+    given to the model with objects on it that :func:`rdevos.eval.evaluate_davis` counts (ground-truth frames 1..N-2,
+    objects 1..K with K the first ground-truth frame's largest label). Empty for the semi-supervised protocol
+    unless an object first appears after the first frame with an id <= K."""
+    ds = Dataset(dataset)
+    prm = _prompts(prompts, ds)
+    layout = find_layout(root, ds, split, detect_all_frames=False)
+    out: list[tuple[str, str, list[int]]] = []
+    for seq in sorted(sequences if sequences is not None else layout.sequences):
+        gt = sorted((layout.annotations / seq).glob("*.png"))
+        if len(gt) < 3:
+            continue  # the evaluation refuses such a sequence itself
+        first = read_mask(gt[0]).labels
+        k = int(np.where(first == 255, 0, first).max())
+        counted = {f.stem for f in gt[1:-1]}
+        src = FolderSource(layout.images / seq)
+        ann, _ = _annotations(layout, seq, src, ds, None, prm)
+        for idx, labels in sorted(ann.items()):
+            ids = [int(v) for v in np.unique(labels) if 0 < v <= k]
+            if src.names[idx] in counted and ids:
+                out.append((seq, src.names[idx], ids))
+    return out
 
 
 def make_submission_zip(pred: str | os.PathLike[str], zip_path: str | os.PathLike[str], *,

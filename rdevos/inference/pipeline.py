@@ -20,6 +20,7 @@ from rdevos.config import InferenceConfig, Precision
 from rdevos.device import resolve_device
 from rdevos.errors import InputError
 from rdevos.inference.engine import InferenceEngine
+from rdevos.io.masks import validate_mask
 from rdevos.model.network import RDEVOS
 
 logger = logging.getLogger(__name__)
@@ -40,21 +41,6 @@ def _frame_array(img: Any, i: int) -> np.ndarray:
             return img[:, :, :3]
         raise InputError(f"frame {i}: expected an HxWx3 array, got shape {img.shape}")
     raise InputError(f"frame {i}: unsupported type {type(img).__name__} (give PIL images or HxWx3 uint8 arrays)")
-
-
-def _mask_array(mask: Any) -> np.ndarray:
-    if hasattr(mask, "mode"):
-        if mask.mode not in ("P", "L", "1"):
-            raise InputError(f"the mask must be a palette ('P') or greyscale ('L') label image, got mode "
-                             f"{mask.mode!r}; save it as a palette PNG whose pixel values are object labels")
-        return np.asarray(mask, dtype=np.uint8)
-    if isinstance(mask, np.ndarray):
-        if mask.ndim != 2:
-            raise InputError(f"the mask must be an HxW label map, got shape {mask.shape}")
-        if mask.min() < 0 or mask.max() > 255:
-            raise InputError("mask labels must be in 0..255")
-        return mask.astype(np.uint8)
-    raise InputError(f"unsupported mask type {type(mask).__name__}")
 
 
 class VideoObjectSegmentationPipeline:
@@ -81,7 +67,10 @@ class VideoObjectSegmentationPipeline:
 
         Args:
             inputs: ``{'images': sequence of T RGB frames (PIL or HxWx3 uint8), 'mask': first-frame label mask
-                (PIL 'P'/'L' or HxW array) of the same size}``.
+                (PIL image in any mode :func:`~rdevos.io.masks.read_mask` reads, colour masks included, a path, or
+                an HxW array) of the frame size}``. The mask is checked by :func:`~rdevos.io.masks.validate_mask`,
+                the rule of ``rdevos segment --mask``: one a few pixels off the frame size is resized, with a
+                warning.
         Returns:
             ``{'masks': uint8 array [T, H, W]}`` with the input mask's label values (0 = background).
         """
@@ -90,15 +79,11 @@ class VideoObjectSegmentationPipeline:
         images: Sequence[Any] = inputs["images"]
         if images is None or len(images) == 0:
             raise InputError("'images' is empty: the video has no frames")
-        mask = _mask_array(inputs["mask"])
-        labels = np.unique(mask)
-        labels = labels[labels != 0]
-        if labels.size == 0:
-            raise InputError("the mask has no object (all pixels are background)")
         first = _frame_array(images[0], 0)
         h, w = first.shape[:2]
-        if mask.shape != (h, w):
-            raise InputError(f"mask size {mask.shape[0]}x{mask.shape[1]} (HxW) differs from the frame size {h}x{w}")
+        mask = validate_mask(inputs["mask"], (h, w), name="the mask").labels
+        labels = np.unique(mask)
+        labels = labels[labels != 0]
         engine = InferenceEngine(self.model, self.config, device=self.device)
         out = np.empty((len(images), h, w), dtype=np.uint8)
         lut = torch.tensor(np.concatenate([[0], np.arange(1, labels.size + 1) if self.modelscope_labels else labels]),

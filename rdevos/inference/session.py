@@ -18,7 +18,7 @@ from rdevos.inference.engine import InferenceEngine
 from rdevos.inference.plan import Direction, PropagationPlan, plan_propagation
 from rdevos.inference.runs import RunState
 from rdevos.io.frames import FrameSource, open_frames
-from rdevos.io.masks import as_label_mask
+from rdevos.io.masks import validate_mask
 from rdevos.model.network import RDEVOS
 
 if TYPE_CHECKING:
@@ -95,20 +95,19 @@ class VideoSession:
 
         Args:
             frame_idx: frame index (0-based).
-            mask: (H, W) label map with object ids (PIL 'P'/'L', array or path), or a binary mask (values 0/1
-                or bool) together with exactly one id in ``obj_ids``.
+            mask: (H, W) label map with object ids (PIL image or path in any mode :func:`~rdevos.io.masks.read_mask`
+                reads, colour masks included, or an array), or a binary mask (values 0/1 or bool) together with
+                exactly one id in ``obj_ids``. Checked and fitted to the frame size by
+                :func:`~rdevos.io.masks.validate_mask`, the rule of ``rdevos segment --mask``: a mask a few pixels
+                off the frame size (same aspect ratio) is resized, with a warning.
             obj_ids: the objects this mask annotates (default: all its non-zero labels). Several calls on the same
                 frame merge; a later call overrides the pixels of the objects it names.
         """
         n = self.source.num_frames
         if frame_idx < 0 or (n is not None and frame_idx >= n):
             raise InputError(f"frame index {frame_idx} is outside the video (0..{(n or 1) - 1})")
-        lm = as_label_mask(mask)
+        lm = validate_mask(mask, self.source.size, allow_empty=True, name=f"mask for frame {frame_idx}")
         labels = lm.labels.astype(np.int32)
-        size = self.source.size
-        if labels.shape != tuple(size):
-            raise InputError(f"mask for frame {frame_idx} has size {labels.shape[0]}x{labels.shape[1]} (HxW), "
-                             f"the video frames are {size[0]}x{size[1]}")
         ids = None if obj_ids is None else [int(i) for i in obj_ids]
         if ids is not None and len(ids) == 1 and set(np.unique(labels)) <= {0, 1}:
             labels = labels * ids[0]

@@ -104,6 +104,30 @@ def test_segment_mask_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "is an I;16 image" in _error(capsys, ["segment", FRAMES, "--mask", i16, "-o", out], code=1)
 
 
+def test_careless_paths(tmp_path: Path, a_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Paths that exist but are the wrong kind, or cannot be written though os.access says they can (root, /proc):
+    one line naming the path, status 2, before any frame is segmented."""
+    out = tmp_path / "out"
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    line = _error(capsys, ["segment", FRAMES, "--mask", folder, "-o", out])
+    assert f"{folder} is a folder, not a mask file" in line and "--masks-dir" in line
+    line = _error(capsys, ["mask", folder, "--box", "1,1,5,5", "-o", tmp_path / "m.png"])
+    assert f"{folder} is a folder; give one frame image" in line
+    if Path("/proc/self").is_dir():  # Linux: /proc takes no new files, not even root's
+        line = _error(capsys, _segment("-o", out, "--overlay", "/proc/o.mp4"))
+        assert line.startswith("rdevos: error: --overlay /proc/o.mp4: cannot write into /proc"), line
+        assert "-o/--output /proc/x: cannot write into /proc" in _error(capsys, _segment("-o", "/proc/x"))
+    assert not out.exists()
+    # frames that cannot be read are a failure while working (status 1), still one line naming the input
+    (tmp_path / "empty").mkdir()
+    assert "contains no image files" in _error(capsys, ["segment", tmp_path / "empty", "--mask", MASK, "-o", out],
+                                               code=1)
+    fake = tmp_path / "clip.mp4"
+    fake.write_text("not a video")
+    assert f"cannot open video '{fake}'" in _error(capsys, ["segment", fake, "--mask", MASK, "-o", out], code=1)
+
+
 def test_eval_errors(tmp_path: Path, a_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     (gt / "bear").mkdir(parents=True)
@@ -134,8 +158,15 @@ def test_run_dataset_errors(tmp_path: Path, a_file: Path, capsys: pytest.Capture
                         (["--zip", a_file / "s.zip"], "is a file"),
                         (["--dataset", "youtubevos", "--eval"], "YouTube-VOS validation masks are not public")]:
         assert words in _error(capsys, [*base, *args]), args
-    # a folder that is not a dataset: found by the runner, status 1
-    assert "JPEGImages" in _error(capsys, [*base, "--method", "copy-first-mask", "--no-progress"], code=1)
+    # a folder that is not a dataset, or --sequences it lacks: a bad option, said before the model loads
+    line = _error(capsys, [*base, "--no-progress"])
+    assert line.startswith(f"rdevos: error: --root: {root} does not look like a davis2017 folder")
+    assert "JPEGImages" in line
+    davis = REPO / "tests" / "data" / "davis-mini"
+    line = _error(capsys, ["run-dataset", "--dataset", "generic", "--root", davis, "-o", tmp_path / "out",
+                           "--sequences", "bear", "nope"])
+    assert "--sequences: 1 not in" in line and "['nope']" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_serve_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,6 +178,10 @@ def test_train_serve_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture
                                                                          "--max-iterations", "0"])
     assert "contradict" in _error(capsys, ["train", "--config", cfg, "--resume-from", cfg, "--no-resume"])
     assert "argument --port: must be a port number" in _error(capsys, ["serve", "--port", "0"])
+    for bad in ("huge", "8"):  # was exit 1, from inside the command, in words of its own
+        line = _error(capsys, ["serve", "--resolution", bad, "--work-dir", tmp_path / "w"])
+        assert "argument --resolution: must be 'native' or a short side in pixels (>= 16)" in line, line
+        assert "rdevos serve --help" in line
     assert "argument --max-frames: must be >= 1" in _error(capsys, ["serve", "--max-frames", "0"])
     assert "argument --max-upload-mb: must be a number > 0" in _error(capsys, ["serve", "--max-upload-mb", "x"])
     assert "argument --top-k: must be >= 1" in _error(capsys, ["export", "--format", "onnx", "--model", "m",

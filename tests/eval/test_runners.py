@@ -123,3 +123,69 @@ def test_an_interrupted_sequence_resumes_mid_video(davis_tree: Path, tmp_path: P
     a, b = _read(tmp_path / "clean"), _read(tmp_path / "out")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert sorted(p.name for p in (tmp_path / "out" / "bear").iterdir()) == [f"{i:05d}.png" for i in range(6)]
+
+
+# ---------------------------------------------------------------------------------------------------- generic layout
+def test_generic_gives_only_first_annotations_so_eval_scores_predictions(davis_mini: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """DAVIS-2016 has every frame annotated: the generic layout used to give every PNG as a prompt, so copying the
+    "latest given mask" (like the model) reproduced the ground truth and --eval said J&F 1.000."""
+    out = tmp_path / "copy"
+    assert main(["-q", "run-dataset", "--dataset", "generic", "--root", str(davis_mini), "-o", str(out),
+                 "--sequences", "car-turn", "soccerball", "--method", "copy-first-mask", "--eval",
+                 "--no-progress"]) == 0
+    assert "J&F" in capsys.readouterr().out
+    first = np.asarray(Image.open(davis_mini / "Annotations/car-turn/00000.png"))
+    for i in range(11):  # every frame is the first frame's mask: later annotations were not inputs
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"car-turn/{i:05d}.png")), first)
+    import json
+
+    jf = json.loads((out / "results.json").read_text())["global"]["J&F-Mean"]
+    assert 0.3 < jf < 0.95  # was 1.0
+    # Every annotation as a prompt is an explicit, generic-only option, and refused with --eval (exit 2, one line).
+    assert main(["run-dataset", "--dataset", "generic", "--root", str(davis_mini), "-o", str(tmp_path / "all"),
+                 "--sequences", "car-turn", "--method", "copy-first-mask", "--prompts", "all", "--eval"]) == 2
+    err = capsys.readouterr().err
+    assert "--prompts all would score 9 frame(s)" in err and "car-turn/00001.png" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "all").exists()
+    s = run_dataset(davis_mini, tmp_path / "all", dataset="generic", method="copy-first-mask", prompts="all",
+                    sequences=["car-turn"], progress=False)
+    assert s.done == ["car-turn"]
+    for i in (3, 7):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"all/car-turn/{i:05d}.png")),
+                                      np.asarray(Image.open(davis_mini / f"Annotations/car-turn/{i:05d}.png")))
+    assert main(["run-dataset", "--dataset", "davis2016", "--root", str(davis_mini), "-o", str(tmp_path / "d"),
+                 "--prompts", "all"]) == 2
+    assert "--prompts all is for --dataset generic" in capsys.readouterr().err
+    with pytest.raises(InputError, match="generic datasets"):
+        run_dataset(davis_mini, tmp_path / "d", dataset="davis2017", method="flow", prompts="all", progress=False)
+
+
+def test_generic_object_appearing_later_is_prompted_once_and_flagged(davis_tree: Path, tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from rdevos.eval.runners import scored_prompts
+
+    root = tmp_path / "G"
+    for kind in ("JPEGImages", "Annotations"):
+        (root / kind).mkdir(parents=True)
+        (davis_tree / kind / "480p" / "bear").rename(root / kind / "bear")
+    ann = root / "Annotations" / "bear"
+    for i in range(6):  # object 1 only from frame 2 on
+        im = Image.open(ann / f"{i:05d}.png")
+        lab = np.asarray(im).copy()
+        if i < 2:
+            lab[lab == 1] = 0
+        out = Image.fromarray(lab)
+        out.putpalette(im.getpalette())
+        out.save(ann / f"{i:05d}.png")
+    # Given once each, on its first frame: object 1 on frame 2, which the evaluation counts (1 <= K = 2).
+    assert scored_prompts(root, "generic") == [("bear", "00002", [1])]
+    every = scored_prompts(root, "generic", prompts="all")
+    assert [h[:2] for h in every] == [("bear", f"{i:05d}") for i in range(1, 5)]
+    assert main(["run-dataset", "--dataset", "generic", "--root", str(root), "-o", str(tmp_path / "o"), "--method",
+                 "copy-first-mask", "--eval", "--no-progress"]) == 0
+    assert "1 object(s) first appear after the first frame (e.g. bear/00002.png)" in caplog.text
+    given2, got2 = np.asarray(Image.open(ann / "00002.png")), np.asarray(Image.open(tmp_path / "o/bear/00002.png"))
+    np.testing.assert_array_equal(got2[given2 == 1], 1)  # object 1 joins on frame 2 ...
+    for i in (3, 5):  # ... and nothing is given after it
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"o/bear/{i:05d}.png")), got2)

@@ -40,8 +40,8 @@ def test_pipeline_bad_inputs(tiny_model: RDEVOS, clip) -> None:
     seg = pipeline(model=tiny_model, resolution=None)
     cases = [
         ({"images": [], "mask": mask}, "no frames"),
-        ({"images": images, "mask": mask.convert("RGB")}, "mode 'RGB'"),
-        ({"images": images, "mask": mask.resize((100, 100))}, "differs from the frame size"),
+        ({"images": images, "mask": mask.convert("CMYK")}, "CMYK image"),
+        ({"images": images, "mask": mask.resize((100, 100))}, r"100x100 \(HxW\) but the frames are 240x427"),
         ({"images": images, "mask": Image.new("P", mask.size)}, "no object"),
         ({"images": images[:2] + [images[2].resize((100, 100))], "mask": mask}, "frame 2 has size"),
         ({"frames": images}, "keys 'images'"),
@@ -51,6 +51,27 @@ def test_pipeline_bad_inputs(tiny_model: RDEVOS, clip) -> None:
             seg(inputs)
     with pytest.raises(InputError, match="unsupported task"):
         pipeline("image-classification", model=tiny_model)
+
+
+def test_pipeline_takes_what_segment_mask_takes(tiny_model: RDEVOS, clip, caplog: pytest.LogCaptureFixture) -> None:
+    """The CLI's mask rule (validate_mask): an RGB (colour-coded) mask and a mask a pixel off the frame size."""
+    from rdevos.io.masks import DAVIS_PALETTE
+
+    images, mask = _inputs(clip, 3)
+    seg = pipeline(model=tiny_model, resolution=None)
+    ref = seg({"images": images, "mask": mask})["masks"]
+    davis = mask.copy()
+    davis.putpalette(DAVIS_PALETTE)
+    np.testing.assert_array_equal(seg({"images": images, "mask": davis.convert("RGB")})["masks"], ref)
+    own = mask.copy()
+    own.putpalette([0, 0, 0] * 3 + [200, 30, 10] + [0, 0, 0] * 3 + [10, 30, 200])  # not DAVIS colours: ids 1, 2
+    colours = seg({"images": images, "mask": own.convert("RGB")})["masks"]
+    assert set(np.unique(colours)) <= {0, 1, 2}
+    assert abs(int((colours > 0).sum()) - int((ref > 0).sum())) < 0.01 * ref.size
+    with caplog.at_level("WARNING", logger="rdevos.io.masks"):
+        near = seg({"images": images, "mask": mask.resize((426, 240), Image.NEAREST)})["masks"]
+    assert "the mask is 240x426 (HxW), the frames 240x427: resized" in caplog.text
+    assert near.shape == ref.shape and (near == ref).mean() > 0.99
 
 
 def test_pipeline_without_model_names_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:

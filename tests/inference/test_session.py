@@ -91,6 +91,30 @@ def test_session_errors(tiny_model: RDEVOS, clip) -> None:
         s.remove_object(5)
 
 
+def test_add_mask_takes_what_segment_mask_takes(tiny_model: RDEVOS, clip, caplog: pytest.LogCaptureFixture) -> None:
+    """The session applies the CLI's rule (validate_mask): a mask 1 px narrower than the frames is resized with a
+    warning, and an RGB export of a DAVIS-palette mask keeps its labels."""
+    from PIL import Image
+
+    from rdevos.io.masks import DAVIS_PALETTE
+
+    frames, mask = clip  # 240x427, labels {3, 7}
+    s = _session(tiny_model, clip)
+    near = np.asarray(Image.fromarray(mask).resize((426, 240), Image.NEAREST))
+    with caplog.at_level("WARNING", logger="rdevos.io.masks"):
+        s.add_mask(0, near)
+    assert "mask for frame 0 is 240x426 (HxW), the frames 240x427: resized" in caplog.text
+    rgb = Image.fromarray(mask, "P")
+    rgb.putpalette(DAVIS_PALETTE)
+    s.add_mask(2, rgb.convert("RGB"))
+    assert s.object_ids == [3, 7]
+    out = {f.index: f.labels for f in s.propagate()}
+    np.testing.assert_array_equal(out[2], mask)
+    assert (out[0] == mask).mean() > 0.99
+    with pytest.raises(InputError, match=r"120x214 \(HxW\) but the frames are 240x427"):  # half size: an error
+        s.add_mask(1, mask[::2, ::2])
+
+
 def test_both_carries_an_object_first_given_later_back_to_earlier_frames(clip) -> None:
     from rdevos.hub import load_model
 

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -29,6 +30,22 @@ def work(tmp_path: Path) -> WorkFolder:
 @pytest.fixture
 def settings(web_data: dict[str, Path]) -> RunSettings:
     return RunSettings(model=str(web_data["ckpt"]), device="cpu", resolution=None)
+
+
+@pytest.fixture
+def held_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Every run waits before writing a result until the event is set (10 s at most per frame), so a test can act
+    while a job is running or queued; set again at teardown so no run is left waiting."""
+    gate = threading.Event()
+    real = JobManager._write_result
+
+    def write(self: JobManager, job: Job, name: str, labels: np.ndarray) -> None:
+        gate.wait(10)
+        real(self, job, name, labels)
+
+    monkeypatch.setattr(JobManager, "_write_result", write)
+    yield gate
+    gate.set()
 
 
 def _video_job(work: WorkFolder, web_data: dict[str, Path], name: str = "clip.mp4") -> Job:
@@ -247,16 +264,8 @@ def test_restarted_server_lists_and_continues_jobs(work: WorkFolder, web_data: d
 
 
 def test_jobs_run_one_at_a_time_and_queued_ones_cancel(work: WorkFolder, web_data: dict[str, Path],
-                                                       settings: RunSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       settings: RunSettings, held_writes: threading.Event) -> None:
     a, b = _video_job(work, web_data, "a.mp4"), _video_job(work, web_data, "b.mp4")
-    gate = threading.Event()
-    real = JobManager._write_result
-
-    def write(self: JobManager, job: Job, name: str, labels: np.ndarray) -> None:
-        gate.wait(10)
-        real(self, job, name, labels)
-
-    monkeypatch.setattr(JobManager, "_write_result", write)
     manager = JobManager(work, settings)
     manager.submit(a.id)
     info = manager.submit(b.id)
@@ -264,7 +273,7 @@ def test_jobs_run_one_at_a_time_and_queued_ones_cancel(work: WorkFolder, web_dat
     with pytest.raises(InputError, match="already queued or running"):
         manager.submit(b.id)
     assert manager.cancel(b.id).status is JobStatus.CANCELLED
-    gate.set()
+    held_writes.set()
     assert manager.wait(a.id).status is JobStatus.DONE
     assert manager.wait(b.id).status is JobStatus.CANCELLED and not _results(b)
     manager.shutdown()
@@ -368,22 +377,14 @@ def test_delete_object_clears_its_masks_and_results(work: WorkFolder, web_data: 
 
 
 def test_delete_job(work: WorkFolder, web_data: dict[str, Path], settings: RunSettings,
-                    monkeypatch: pytest.MonkeyPatch) -> None:
+                    held_writes: threading.Event) -> None:
     job = _video_job(work, web_data)
-    gate = threading.Event()
-    real = JobManager._write_result
-
-    def write(self: JobManager, job_: Job, name: str, labels: np.ndarray) -> None:
-        gate.wait(10)
-        real(self, job_, name, labels)
-
-    monkeypatch.setattr(JobManager, "_write_result", write)
     manager = JobManager(work, settings)
     manager.submit(job.id)
     with pytest.raises(InputError, match="cancel it before deleting"):
         manager.delete(job.id)
     manager.cancel(job.id)
-    gate.set()
+    held_writes.set()
     manager.wait(job.id)
     manager.delete(job.id)
     assert work.jobs() == [] and not list(work.jobs_dir.iterdir())
