@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rdevos.config import InferenceConfig, Precision
-from rdevos.device import resolve_device
+from rdevos.device import resolve_device, tune_cpu_allocator
 from rdevos.errors import InputError
 from rdevos.inference.bookkeeping import channel_order, mask_object_ids, memory_due
 from rdevos.inference.memory import MemoryBank
@@ -58,6 +58,8 @@ class InferenceEngine:
                  device: torch.device | str | None = None) -> None:
         self.config = config or InferenceConfig()
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         self.model = model.to(self.device).eval()
         p = self.config.precision
         #: On CPU, bf16 runs with bf16 weights and activations (no autocast); elsewhere reduced precision is autocast.
