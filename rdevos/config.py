@@ -146,6 +146,10 @@ class ModelConfig:
         return cls()
 
 
+#: Output strides ``InferenceConfig.fp32_stride`` accepts (0 = no fp32 stage, 16 = the whole key encoder).
+FP32_STRIDES = (0, 2, 4, 8, 16)
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """Settings of the streaming engine. Defaults equal the ModelScope pipeline of the model card.
@@ -181,8 +185,8 @@ class InferenceConfig:
             raise ValueError(f"mem_every must be >= 1, got {self.mem_every}")
         if self.resolution is not None and self.resolution < 16:
             raise ValueError(f"resolution must be None or >= 16, got {self.resolution}")
-        if self.fp32_stride not in (0, 2, 4, 8, 16):
-            raise ValueError(f"fp32_stride must be one of 0, 2, 4, 8, 16, got {self.fp32_stride!r}")
+        if self.fp32_stride not in FP32_STRIDES:
+            raise ValueError(f"fp32_stride must be one of {FP32_STRIDES}, got {self.fp32_stride!r}")
 
     def replace(self, **changes: Any) -> InferenceConfig:
         return dataclasses.replace(self, **changes)

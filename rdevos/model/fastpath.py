@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rdevos.config import FP32_STRIDES
 from rdevos.model.backbones import EfficientNetLite, MBConv, SameConv2d
 from rdevos.model.decoder import Decoder, UpsampleBlock
 from rdevos.model.encoders import (BasicBlock, Bottleneck, FeatureFusionBlock, KeyEncoder, LiteValueEncoder,
@@ -125,7 +126,7 @@ class FusedConv2d(nn.Module):
             pads += [total // 2, total - total // 2]
         if pads[0] == pads[1] and pads[2] == pads[3]:
             return x, [pads[2], pads[0]]
-        return _zero_pad(x, *pads), [0, 0]
+        return F.pad(x, pads), [0, 0]
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``act(conv(x) + residual)``; ``residual`` has the output's shape (or broadcasts to it)."""
@@ -158,21 +159,6 @@ class FusedConv2d(nn.Module):
         elif self.act == "relu6":
             y = F.relu6(y)
         return y
-
-
-def _zero_pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
-    """``F.pad(x, (left, right, top, bottom))`` in x's memory format, writing only the border's zeros (F.pad fills
-    the whole output first: for the stride-2 SAME convolutions of the Lite trunk that fill was ~10 % of a frame)."""
-    n, c, h, w = x.shape
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    out = torch.empty((n, c, h + top + bottom, w + left + right), dtype=x.dtype, device=x.device,
-                      memory_format=fmt)
-    out[:, :, :top].zero_()
-    out[:, :, top + h:].zero_()
-    out[:, :, top:top + h, :left].zero_()
-    out[:, :, top:top + h, left + w:].zero_()
-    out[:, :, top:top + h, left:left + w].copy_(x)
-    return out
 
 
 def _per_row(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -440,10 +426,6 @@ def share_layout_(model: RDEVOS, dtype: torch.dtype, channels_last: bool) -> Non
             if isinstance(m, nn.Conv2d) and id(m) not in bn_convs and m.weight.ndim == 4 and \
                     not m.weight.is_contiguous(memory_format=torch.channels_last):
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
-
-
-#: Output strides :func:`inference_network` accepts for ``fp32_stride``.
-FP32_STRIDES = (0, 2, 4, 8, 16)
 
 
 def inference_network(model: RDEVOS, *, dtype: torch.dtype = torch.float32, channels_last: bool = True,
