@@ -22,8 +22,12 @@ from typing import Any
 from rdevos.config import ModelConfig
 from rdevos.errors import InputError
 
-__all__ = ["DataSource", "StageConfig", "TrainConfig", "TrainPrecision", "SourceKind", "expand_path",
+__all__ = ["MAX_OBJECTS", "DataSource", "StageConfig", "TrainConfig", "TrainPrecision", "SourceKind", "expand_path",
            "apply_overrides"]
+
+
+#: Most objects per training clip (the training forward decodes every object of a clip in one batch).
+MAX_OBJECTS = 4
 
 
 class TrainPrecision(str, enum.Enum):
@@ -43,6 +47,7 @@ class SourceKind(str, enum.Enum):
     YOUTUBE = "youtube"  #: same layout, annotations every 5th frame (max_skip is divided by 5)
     STATIC = "static"  #: single images + masks turned into pseudo-videos (stage 0)
     SYNTHETIC = "synthetic"  #: procedurally generated moving textured shapes
+    COCO = "coco"  #: images/<split>/*.jpg + labels/<split>/*.txt instance polygons (YOLO-seg), as pseudo-videos
 
 
 _ENV = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -98,18 +103,23 @@ class DataSource:
     """One training data source.
 
     Attributes:
-        kind: davis | youtube | static | synthetic.
+        kind: davis | youtube | static | synthetic | coco.
         root: dataset folder (davis/youtube: holds JPEGImages/ and Annotations/; static: a DAVIS-layout folder,
-            whose frames are used as still images, or a folder with ``images/`` and ``masks/``).
+            whose frames are used as still images, or a folder with ``images/`` and ``masks/``; coco: a folder with
+            ``images/`` and ``labels/`` in the YOLO-seg layout, e.g. coco128-seg).
         weight: repeat factor per epoch (the official recipe uses DAVIS x5); fractions draw a random subset.
-        sequences: only these sequences (default: all, or those in ``list_file``).
+        sequences: only these sequences (default: all, or those in ``list_file``); coco: image file stems.
         list_file: text file with one sequence name per line (relative to ``root`` if not absolute).
         exclude: sequences never used (validation sequences of the same root are added automatically).
         cache: decode every frame into RAM (uint8) once, shared copy-on-write with loader workers.
         cache_short_side: store cached frames downscaled to this short side (None: as they are).
         frame_stride: static only: use every n-th frame of a DAVIS-layout root as a still image.
         length: synthetic only: number of distinct generated videos.
-        copy_paste_prob: paste an object of another sequence of this source into the clip (becomes object 2).
+        copy_paste_prob: paste objects of other sequences of this source into the clip (new objects, on top).
+        copy_paste_max: up to this many pasted objects per clip (1..copy_paste_max, each from another sequence).
+        copy_paste_scale: range of the random rescale of a pasted object (< 1: smaller objects); each pasted
+            object also drifts linearly across the clip (new relative motion, occlusion of the clip's objects).
+        min_area: coco only: instances smaller than this many pixels (at the cached size) are left unlabelled.
     """
 
     kind: SourceKind = SourceKind.DAVIS
@@ -123,9 +133,13 @@ class DataSource:
     frame_stride: int = 1
     length: int = 1000
     copy_paste_prob: float = 0.0
+    copy_paste_max: int = 1
+    copy_paste_scale: tuple[float, float] = (1.0, 1.0)
+    min_area: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", SourceKind(self.kind))
+        object.__setattr__(self, "copy_paste_scale", _tuple(self.copy_paste_scale))
         object.__setattr__(self, "exclude", tuple(self.exclude or ()))
         if self.sequences is not None:
             object.__setattr__(self, "sequences", tuple(self.sequences))
@@ -137,6 +151,14 @@ class DataSource:
             raise InputError("frame_stride and length must be >= 1")
         if not 0 <= self.copy_paste_prob <= 1:
             raise InputError(f"copy_paste_prob must be in [0, 1], got {self.copy_paste_prob}")
+        if self.copy_paste_max < 1:
+            raise InputError(f"copy_paste_max must be >= 1, got {self.copy_paste_max}")
+        cps = self.copy_paste_scale
+        if len(cps) != 2 or not 0 < cps[0] <= cps[1] <= 2:
+            raise InputError(f"copy_paste_scale must be [lo, hi] with 0 < lo <= hi <= 2, got "
+                             f"{list(self.copy_paste_scale)}")
+        if self.min_area < 0:
+            raise InputError(f"min_area must be >= 0, got {self.min_area}")
 
     def resolved_root(self) -> Path | None:
         r = expand_path(self.root)
@@ -182,7 +204,10 @@ class StageConfig:
         crop_size: square training crop (official: 384).
         crop_scale: RandomResizedCrop area range (official: 0.36-1 for video, 0.25-1 for BL30K).
         single_object: stage-0 network (RGB+mask value encoder, no SAM, STM memory only).
-        max_objects: objects per clip (official: up to 2; ``selector`` marks which exist).
+        max_objects: objects per clip (official: up to 2; ``selector`` marks which exist); 1..MAX_OBJECTS.
+        motion_blur_prob: per frame, the probability of a linear motion blur of the image (length
+            ``motion_blur_max`` px at the crop size, random direction; masks stay sharp).
+        motion_blur_max: the longest blur (pixels, >= 3).
         bootstrap_start_warm, bootstrap_end_warm, bootstrap_top_p: bootstrapped CE schedule: plain CE before
             start, then the top-p hardest pixels with p going linearly from 1 to top_p at end.
         kl_mc, kl_f2, kl_f4: weights of L_MC (mask consistency) and L_UG at frame 2 and frame 4 (and later
@@ -217,6 +242,8 @@ class StageConfig:
     crop_scale: tuple[float, float] = (0.36, 1.0)
     single_object: bool = False
     max_objects: int = 2
+    motion_blur_prob: float = 0.0
+    motion_blur_max: int = 15
     bootstrap_start_warm: int = 20000
     bootstrap_end_warm: int = 70000
     bootstrap_top_p: float = 0.15
@@ -253,8 +280,11 @@ class StageConfig:
             raise InputError(f"{where}: skip_milestones must be increasing")
         if self.crop_size < 32 or self.crop_size % 16:
             raise InputError(f"{where}: crop_size must be a multiple of 16 and >= 32, got {self.crop_size}")
-        if self.max_objects not in (1, 2) or (self.single_object and self.max_objects != 1):
-            raise InputError(f"{where}: max_objects must be 1 or 2 (1 for single_object stages)")
+        if not 1 <= self.max_objects <= MAX_OBJECTS or (self.single_object and self.max_objects != 1):
+            raise InputError(f"{where}: max_objects must be in 1..{MAX_OBJECTS} (1 for single_object stages), "
+                             f"got {self.max_objects}")
+        if not 0 <= self.motion_blur_prob <= 1 or self.motion_blur_max < 3:
+            raise InputError(f"{where}: need 0 <= motion_blur_prob <= 1 and motion_blur_max >= 3")
         if not 0 < self.bootstrap_top_p <= 1 or self.bootstrap_end_warm < self.bootstrap_start_warm:
             raise InputError(f"{where}: need 0 < bootstrap_top_p <= 1 and bootstrap_end_warm >= start_warm")
         lo, hi = self.perturb_iou

@@ -37,8 +37,8 @@ from rdevos.io.masks import read_mask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SampleSpec", "VOSClipDataset", "StaticPseudoVideoDataset", "SyntheticVideoDataset", "MixedDataset",
-           "ClipSampler", "perturb_mask", "sample_frame_indices", "load_label_mask", "read_sequence",
+__all__ = ["SampleSpec", "VOSClipDataset", "StaticPseudoVideoDataset", "CocoPseudoVideoDataset",
+           "SyntheticVideoDataset", "MixedDataset", "ClipSampler", "perturb_mask", "motion_blur", "read_yolo_seg", "sample_frame_indices", "load_label_mask", "read_sequence",
            "IMAGENET_MEAN", "IMAGENET_STD", "FILL_MEAN"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -326,6 +326,22 @@ class _ClipOptions:
     crop_size: int = 384
     max_objects: int = 2
     perturb_iou: tuple[float, float] = (0.85, 1.0)
+    motion_blur_prob: float = 0.0
+    motion_blur_max: int = 15
+
+
+def motion_blur(img: np.ndarray, length: int, angle: float) -> np.ndarray:
+    """Linear motion blur of an (H, W, C) float image: the mean along a ``length``-pixel line at ``angle`` degrees
+    (a camera or object moving during the exposure)."""
+    length = max(int(length), 1)
+    if length < 2:
+        return img
+    k = np.zeros((length, length), np.float32)
+    c = (length - 1) / 2
+    dx, dy = math.cos(math.radians(angle)) * c, math.sin(math.radians(angle)) * c
+    cv2.line(k, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1)
+    k /= k.sum()
+    return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT)
 
 
 def _normalise(frames: np.ndarray) -> torch.Tensor:
@@ -341,6 +357,9 @@ def _assemble(frames: np.ndarray, obj_masks: np.ndarray, rng: np.random.Generato
     t, s = frames.shape[0], opts.crop_size
     o = opts.max_objects
     n = obj_masks.shape[1]
+    if opts.motion_blur_prob > 0:
+        frames = np.stack([motion_blur(f, int(rng.integers(3, opts.motion_blur_max + 1)), rng.uniform(0, 180))
+                           if rng.random() < opts.motion_blur_prob else f for f in frames])
     gt = np.zeros((t, o, s, s), dtype=np.float32)
     gt[:, :n] = obj_masks
     cls_gt = np.zeros((t, s, s), dtype=np.int64)
@@ -360,15 +379,17 @@ def _assemble(frames: np.ndarray, obj_masks: np.ndarray, rng: np.random.Generato
 
 
 def _pick_objects(labels_first: np.ndarray, rng: np.random.Generator, max_objects: int) -> list[int]:
-    """Target object, then a second one if there is one (the reference's choice)."""
+    """Target object, then up to ``max_objects - 1`` others, each drawn at random among the rest (the reference's
+    choice for two)."""
     labels = [int(v) for v in np.unique(labels_first) if v != 0]
     if not labels:
         return []
-    first = int(rng.choice(labels))
-    rest = [v for v in labels if v != first]
-    if max_objects >= 2 and rest:
-        return [first, int(rng.choice(rest))]
-    return [first]
+    chosen = [int(rng.choice(labels))]
+    rest = [v for v in labels if v != chosen[0]]
+    while len(chosen) < max_objects and rest:
+        chosen.append(int(rng.choice(rest)))
+        rest.remove(chosen[-1])
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------------ video clips
@@ -464,12 +485,16 @@ class VOSClipDataset(torch.utils.data.Dataset):
             only annotated frames are used).
         num_frames: frames per clip.
         crop_size, crop_scale: output size and RandomResizedCrop area range.
-        max_objects: 1 or 2 objects per clip.
+        max_objects: objects per clip (1..4).
         sequences, exclude: which sequences to use / never use.
         cache: decode all frames into RAM (uint8) at construction; ``cache_short_side`` downscales them first.
         reverse_prob: probability of reversing the clip in time.
         perturb_iou: IoU range of the perturbed first-frame masks.
-        copy_paste_prob: probability of pasting an object of another sequence over the clip.
+        copy_paste_prob: probability of pasting objects of other sequences over the clip.
+        copy_paste_max: 1..copy_paste_max objects are pasted (each from another sequence's clip).
+        copy_paste_scale: random rescale range of a pasted object; unless it is (1, 1), a pasted object is
+            rescaled about its centre, placed at a random position and drifts linearly over the clip.
+        motion_blur_prob, motion_blur_max: per-frame linear motion blur (see :func:`motion_blur`).
         augment: False gives a centre crop of the frames without colour or geometric changes (tests, debugging).
         default_max_skip: max_skip used when indexed with a plain int.
         check_masks: decode every annotation once at construction to count empty masks and drop sequences
@@ -483,16 +508,21 @@ class VOSClipDataset(torch.utils.data.Dataset):
                  sequences: Sequence[str] | None = None, exclude: Sequence[str] = (), cache: bool = False,
                  cache_short_side: int | None = None, reverse_prob: float = 0.5,
                  perturb_iou: tuple[float, float] = (0.85, 1.0), copy_paste_prob: float = 0.0,
+                 copy_paste_max: int = 1, copy_paste_scale: tuple[float, float] = (1.0, 1.0),
+                 motion_blur_prob: float = 0.0, motion_blur_max: int = 15,
                  augment: bool = True, default_max_skip: int = 5, check_masks: bool = True) -> None:
         if layout not in ("davis", "youtube"):
             raise InputError(f"layout must be 'davis' or 'youtube', got {layout!r}")
         self.root = Path(root)
         self.layout = layout
         self.skip_divisor = 5 if layout == "youtube" else 1
-        self.opts = _ClipOptions(num_frames, crop_size, max_objects, tuple(perturb_iou))
+        self.opts = _ClipOptions(num_frames, crop_size, max_objects, tuple(perturb_iou), motion_blur_prob,
+                                 motion_blur_max)
         self.crop_scale = tuple(crop_scale)
         self.reverse_prob = reverse_prob
         self.copy_paste_prob = copy_paste_prob
+        self.copy_paste_max = copy_paste_max
+        self.copy_paste_scale = (float(copy_paste_scale[0]), float(copy_paste_scale[1]))
         self.augment = augment
         self.default_max_skip = default_max_skip
         self.exclude = tuple(exclude)
@@ -608,7 +638,9 @@ class VOSClipDataset(torch.utils.data.Dataset):
             if labels[0].any():
                 break
         if self.copy_paste_prob > 0 and len(self.sequences) > 1 and rng.random() < self.copy_paste_prob:
-            frames, labels = self._copy_paste(frames, labels, seq, rng, spec.max_skip)
+            n_paste = 1 if self.copy_paste_max == 1 else int(rng.integers(1, self.copy_paste_max + 1))
+            for _ in range(n_paste):
+                frames, labels = self._copy_paste(frames, labels, seq, rng, spec.max_skip)
         objs = _pick_objects(labels[0], rng, self.opts.max_objects)
         obj_masks = np.stack([(labels == v) for v in objs], axis=1).astype(np.float32) if objs else \
             np.zeros((len(ids), 0, *labels.shape[1:]), np.float32)
@@ -617,7 +649,10 @@ class VOSClipDataset(torch.utils.data.Dataset):
 
     def _copy_paste(self, frames: np.ndarray, labels: np.ndarray, seq: _Sequence, rng: np.random.Generator,
                     max_skip: int) -> tuple[np.ndarray, np.ndarray]:
-        """Paste one object of another sequence's clip (all frames) over this clip; it gets a new label."""
+        """Paste one object of another sequence's clip (all frames) over this clip; it gets a new label.
+
+        With ``copy_paste_scale`` other than (1, 1) the object is rescaled about its frame-0 centre, moved to a
+        random position and drifts by a random per-frame velocity (up to 6 % of the crop per frame)."""
         others = [s for s in self.sequences if s.name != seq.name]
         donor = others[int(rng.integers(len(others)))]
         d_frames, d_labels, _ = self._clip(donor, rng, max_skip)
@@ -626,6 +661,22 @@ class VOSClipDataset(torch.utils.data.Dataset):
             return frames, labels
         v = int(rng.choice(cand))
         alpha = d_labels == v  # (T, S, S)
+        if self.copy_paste_scale != (1.0, 1.0):
+            s = self.opts.crop_size
+            ys, xs = np.nonzero(alpha[0])
+            centre = (float(xs.mean()), float(ys.mean()))
+            sc = rng.uniform(*self.copy_paste_scale)
+            pos = rng.uniform(0.15, 0.85, size=2) * s
+            vel = rng.uniform(-0.06, 0.06, size=2) * s
+            warped_f, warped_a = [], []
+            for ti in range(len(d_frames)):
+                p = pos + vel * ti
+                m = _affine(scale=sc, center=centre, translate=(p[0] - centre[0], p[1] - centre[1]))
+                warped_f.append(_warp(d_frames[ti], m, s, cv2.INTER_LINEAR, FILL_MEAN))
+                warped_a.append(_warp(alpha[ti].astype(np.uint8), m, s, cv2.INTER_NEAREST, 0) > 0)
+            d_frames, alpha = np.stack(warped_f), np.stack(warped_a)
+            if not alpha[0].any():
+                return frames, labels
         new_label = int(labels.max(initial=0)) + 1 if labels.max(initial=0) < 255 else 255
         frames = np.where(alpha[..., None], d_frames, frames)
         labels = np.where(alpha, np.uint8(new_label), labels)
@@ -680,26 +731,37 @@ class StaticPseudoVideoDataset(torch.utils.data.Dataset):
             labels give up to ``max_objects`` objects; binary/saliency masks (0..255) give one soft object.
         sequences, exclude: for DAVIS-layout roots.
         cache, cache_short_side: decode all images into RAM.
+        motion_blur_prob, motion_blur_max: per-frame linear motion blur (see :func:`motion_blur`).
     """
+
+    #: Masks are instance label maps (objects are picked among those visible in the first warped frame), never
+    #: one soft saliency mask.
+    label_maps = False
+    kind = "static"
 
     def __init__(self, root: str | os.PathLike[str], *, num_frames: int = 3, crop_size: int = 384,
                  max_objects: int = 1, frame_stride: int = 1, sequences: Sequence[str] | None = None,
                  exclude: Sequence[str] = (), cache: bool = False, cache_short_side: int | None = None,
-                 perturb_iou: tuple[float, float] = (0.85, 1.0), tps_prob: float = 0.33) -> None:
+                 perturb_iou: tuple[float, float] = (0.85, 1.0), tps_prob: float = 0.33,
+                 motion_blur_prob: float = 0.0, motion_blur_max: int = 15) -> None:
         self.root = Path(root)
-        self.opts = _ClipOptions(num_frames, crop_size, max_objects, tuple(perturb_iou))
+        self.opts = _ClipOptions(num_frames, crop_size, max_objects, tuple(perturb_iou), motion_blur_prob,
+                                 motion_blur_max)
         self.tps_prob = tps_prob
-        self.pairs, self.report = _scan_static(self.root, frame_stride, sequences, exclude)
+        self.pairs, self.report = self._scan(frame_stride, sequences, exclude)
         if not self.pairs:
             raise InputError(f"no image/mask pairs found in {self.root}: {self.report.summary()}")
-        logger.info("%s (static): %d images; %s", self.root, len(self.pairs), self.report.summary())
+        logger.info("%s (%s): %d images; %s", self.root, self.kind, len(self.pairs), self.report.summary())
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if cache:
             with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as ex:
                 self._cache = list(ex.map(lambda pm: self._read(pm, cache_short_side), self.pairs))
 
-    @staticmethod
-    def _read(pair: tuple[Path, Path], short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _scan(self, frame_stride: int, sequences: Sequence[str] | None, exclude: Sequence[str]
+              ) -> tuple[list[tuple[Path, Path]], ScanReport]:
+        return _scan_static(self.root, frame_stride, sequences, exclude)
+
+    def _read(self, pair: tuple[Path, Path], short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         img_p, mask_p = pair
         img = _read_rgb(img_p)
         with Image.open(mask_p) as im:
@@ -724,10 +786,11 @@ class StaticPseudoVideoDataset(torch.utils.data.Dataset):
         img, mask = self._cache[i] if self._cache is not None else self._read(self.pairs[i])
         labels = [int(v) for v in np.unique(mask) if v != 0]
         # Soft saliency masks (many grey levels, or a single 255 label) are one object; label maps keep labels.
-        soft = mask.max(initial=0) > 1 and (len(labels) > 8 or labels == [255])
+        soft = not self.label_maps and mask.max(initial=0) > 1 and (len(labels) > 8 or labels == [255])
+        chans: list[np.ndarray] | None = None
         if soft:
             chans = [mask.astype(np.float32) / 255.0]
-        else:
+        elif not self.label_maps:
             objs = _pick_objects(mask, rng, self.opts.max_objects)
             chans = [(mask == v).astype(np.float32) for v in objs]
         t, s = self.opts.num_frames, self.opts.crop_size
@@ -746,6 +809,12 @@ class StaticPseudoVideoDataset(torch.utils.data.Dataset):
             left = rng.integers(0, max(round(w * r) - s, 0) + 1)
             m = np.array([[r, 0, -left], [0, r, -top], [0, 0, 1]]) @ m
             f = _warp(img, m, s, cv2.INTER_CUBIC, FILL_MEAN).astype(np.float32)
+            if chans is None:  # label maps: the objects seen in the first frame (at least 0.1 % of the crop)
+                seen = _warp(mask, m, s, cv2.INTER_NEAREST, 0)
+                ids, counts = np.unique(seen, return_counts=True)
+                keep = (ids != 0) & (counts >= max(s * s // 1000, 4))
+                objs = _pick_objects(np.isin(seen, ids[keep]) * seen, rng, self.opts.max_objects)
+                chans = [(mask == v).astype(np.float32) for v in objs]
             ms = [np.clip(_warp(ch, m, s, cv2.INTER_CUBIC, 0), 0, 1) for ch in chans]
             if rng.random() < self.tps_prob:
                 mx, my = _tps_map(rng, s)
@@ -760,7 +829,98 @@ class StaticPseudoVideoDataset(torch.utils.data.Dataset):
             masks.append(np.stack(ms) if ms else np.zeros((0, s, s), np.float32))
         obj_masks = np.stack(masks).astype(np.float32)  # (T, n, S, S)
         return _assemble(np.clip(np.stack(frames), 0, 255), obj_masks, rng, self.opts,
-                         f"static:{self.pairs[i][0].name}", [0] * t)
+                         f"{self.kind}:{self.pairs[i][0].name}", [0] * t)
+
+
+# ------------------------------------------------------------------------------------------------ COCO (YOLO-seg)
+def read_yolo_seg(path: Path, height: int, width: int, *, min_area: int = 0) -> np.ndarray:
+    """Rasterise a YOLO-seg label file (one instance a line: ``class x1 y1 x2 y2 ...``, vertices normalised to the
+    image size) into an (H, W) uint8 instance label map: instance i (file order) gets label i + 1, a later instance
+    is drawn over an earlier one (at most 255 instances). Instances with fewer than ``min_area`` visible pixels are
+    left unlabelled (0).
+
+    Raises:
+        InputError: a line that is not a class id followed by an even number (>= 6) of coordinates.
+    """
+    lab = np.zeros((height, width), np.uint8)
+    scale = np.array([width, height], np.float64)
+    n = 0
+    for ln, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        vals = line.split()
+        if not vals:
+            continue
+        try:
+            coords = np.array([float(v) for v in vals[1:]], np.float64)
+            int(vals[0])
+        except ValueError:
+            raise InputError(f"{path}:{ln}: not a YOLO-seg line (class id, then x y pairs)") from None
+        if coords.size < 6 or coords.size % 2:
+            raise InputError(f"{path}:{ln}: a polygon needs an even number (>= 6) of coordinates, got {coords.size}")
+        if n == 255:
+            logger.warning("%s: more than 255 instances; the rest are ignored", path)
+            break
+        n += 1
+        pts = np.round(coords.reshape(-1, 2) * scale * 16).astype(np.int32)
+        cv2.fillPoly(lab, [pts], n, lineType=cv2.LINE_8, shift=4)
+    if min_area > 0 and n:
+        counts = np.bincount(lab.ravel(), minlength=n + 1)
+        small = np.nonzero(counts < min_area)[0]
+        lab[np.isin(lab, small[small > 0])] = 0
+    return lab
+
+
+class CocoPseudoVideoDataset(StaticPseudoVideoDataset):
+    """Multi-object pseudo-videos made from images with instance polygons in the YOLO-seg layout (e.g.
+    ``coco128-seg``: ``images/<split>/<name>.jpg`` with ``labels/<split>/<name>.txt``).
+
+    The warps and jitter are :class:`StaticPseudoVideoDataset`'s; the instances form a label map (see
+    :func:`read_yolo_seg`) and up to ``max_objects`` of those visible in the first warped frame are the clip's
+    objects; the other instances stay in the picture as unlabelled look-alikes.
+
+    Args:
+        sequences, exclude: image file stems to use / never use (held-out images).
+        min_area: instances smaller than this many pixels (at the cached size) are left unlabelled.
+        Others: as :class:`StaticPseudoVideoDataset`.
+    """
+
+    label_maps = True
+    kind = "coco"
+
+    def __init__(self, root: str | os.PathLike[str], *, min_area: int = 0, **kwargs: Any) -> None:
+        self.min_area = min_area
+        super().__init__(root, **kwargs)
+
+    def _scan(self, frame_stride: int, sequences: Sequence[str] | None, exclude: Sequence[str]
+              ) -> tuple[list[tuple[Path, Path]], ScanReport]:
+        iroot, lroot = self.root / "images", self.root / "labels"
+        if not iroot.is_dir() or not lroot.is_dir():
+            raise InputError(f"{self.root} is not a YOLO-seg dataset: need images/ and labels/ folders")
+        report = ScanReport()
+        pairs = []
+        wanted = None if sequences is None else set(sequences)
+        excluded = set(exclude)
+        for p in sorted(iroot.rglob("*")):
+            if p.suffix.lower() not in _IMG_EXT:
+                continue
+            if p.stem in excluded or (wanted is not None and p.stem not in wanted):
+                report.skipped["excluded"] += 1
+                continue
+            lab = (lroot / p.relative_to(iroot)).with_suffix(".txt")
+            if not lab.is_file():
+                report.skipped["missing_labels"] += 1
+                continue
+            pairs.append((p, lab))
+        if wanted is not None:
+            missing = sorted(wanted - {p.stem for p, _ in pairs} - excluded)
+            if missing:
+                raise InputError(f"images not found in {iroot}: {missing[:8]}")
+        pairs = pairs[::frame_stride]
+        report.frames = len(pairs)
+        return pairs, report
+
+    def _read(self, pair: tuple[Path, Path], short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        img = _shrink(_read_rgb(pair[0]), short_side, nearest=False)
+        return img, read_yolo_seg(pair[1], *img.shape[:2], min_area=self.min_area)
 
 
 # ------------------------------------------------------------------------------------------------ synthetic

@@ -40,8 +40,8 @@ from rdevos.hub.convert import LoadReport, load_backbone, load_state, load_weigh
 from rdevos.io.atomic import atomic_path, write_text_atomic
 from rdevos.model.network import RDEVOS
 from rdevos.train.config import SourceKind, StageConfig, TrainConfig, TrainPrecision
-from rdevos.train.data import (ClipSampler, MixedDataset, StaticPseudoVideoDataset, SyntheticVideoDataset,
-                               VOSClipDataset, read_sequence)
+from rdevos.train.data import (ClipSampler, CocoPseudoVideoDataset, MixedDataset, StaticPseudoVideoDataset,
+                               SyntheticVideoDataset, VOSClipDataset, read_sequence)
 from rdevos.train.distributed import (DistInfo, all_reduce_mean, barrier, broadcast_object, init_distributed,
                                       shutdown_distributed, wrap_ddp)
 from rdevos.train.losses import bootstrap_fraction
@@ -83,14 +83,20 @@ def build_stage_dataset(stage: StageConfig, *, seed: int = 0, extra_exclude: Map
             seqs = tuple(s for s in seqs if s not in exclude)
         common: dict[str, Any] = dict(num_frames=stage.num_frames, crop_size=stage.crop_size, max_objects=o,
                                       perturb_iou=stage.perturb_iou)
+        blur: dict[str, Any] = dict(motion_blur_prob=stage.motion_blur_prob, motion_blur_max=stage.motion_blur_max)
         if src.kind in (SourceKind.DAVIS, SourceKind.YOUTUBE):
             ds: torch.utils.data.Dataset = VOSClipDataset(
                 root, layout=src.kind.value, crop_scale=stage.crop_scale, sequences=seqs, exclude=exclude,
                 cache=src.cache, cache_short_side=src.cache_short_side, reverse_prob=stage.reverse_prob,
-                copy_paste_prob=src.copy_paste_prob, check_masks=src.kind is SourceKind.DAVIS, **common)
+                copy_paste_prob=src.copy_paste_prob, copy_paste_max=src.copy_paste_max,
+                copy_paste_scale=src.copy_paste_scale, check_masks=src.kind is SourceKind.DAVIS, **common, **blur)
         elif src.kind is SourceKind.STATIC:
             ds = StaticPseudoVideoDataset(root, frame_stride=src.frame_stride, sequences=seqs, exclude=exclude,
-                                          cache=src.cache, cache_short_side=src.cache_short_side, **common)
+                                          cache=src.cache, cache_short_side=src.cache_short_side, **common, **blur)
+        elif src.kind is SourceKind.COCO:
+            ds = CocoPseudoVideoDataset(root, frame_stride=src.frame_stride, sequences=seqs, exclude=exclude,
+                                        cache=src.cache, cache_short_side=src.cache_short_side,
+                                        min_area=src.min_area, **common, **blur)
         else:
             ds = SyntheticVideoDataset(src.length, seed=seed + 7919 * i, **common)
         datasets.append(ds)
