@@ -1,4 +1,5 @@
-"""Training data: video clips (DAVIS / YouTube-VOS layout), static-image pseudo-videos, synthetic videos.
+"""Training data: video clips (DAVIS / YouTube-VOS layout), static-image and coco pseudo-videos, synthetic videos,
+and the deterministic sampler that mixes them.
 
 Every dataset returns the same sample dict (``T`` frames, ``O`` = max objects, ``S`` = crop size):
 
@@ -11,19 +12,19 @@ Every dataset returns the same sample dict (``T`` frames, ``O`` = max objects, `
 
 All randomness of a sample comes from the :class:`SampleSpec` the sampler passes in (index, seed, max_skip), so a
 sample is a pure function of its spec: loader workers, resume and distributed sharding are deterministic.
-Augmentations are implemented with numpy/cv2 (no torchvision): one ``cv2.warpAffine`` per frame composes the
-random resized crop, flip and per-frame affine, so each frame is resampled once.
+Reading from disk is in :mod:`rdevos.train.readers`, the augmentations in :mod:`rdevos.train.augment` (numpy/cv2:
+one ``cv2.warpAffine`` per frame composes the random resized crop, flip and per-frame affine, so each frame is
+resampled once; torchvision's transforms would resample once per transform).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,19 +34,20 @@ import torch
 from PIL import Image
 
 from rdevos.errors import InputError
-from rdevos.io.masks import read_mask
+from rdevos.train.augment import (FILL_MEAN, _affine, _apply_jitter, _jitter_params, _rrc_params, _to_grey3,
+                                  _tps_map, _warp, motion_blur, perturb_mask)
+from rdevos.train.readers import (IMG_EXT, ScanReport, _read_rgb, _scan_static, _scan_video_root, _Sequence, _shrink,
+                                  load_label_mask, read_sequence, read_yolo_seg)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SampleSpec", "VOSClipDataset", "StaticPseudoVideoDataset", "CocoPseudoVideoDataset",
-           "SyntheticVideoDataset", "MixedDataset", "ClipSampler", "perturb_mask", "motion_blur", "read_yolo_seg", "sample_frame_indices", "load_label_mask", "read_sequence",
-           "IMAGENET_MEAN", "IMAGENET_STD", "FILL_MEAN"]
+           "SyntheticVideoDataset", "MixedDataset", "ClipSampler", "ScanReport", "perturb_mask", "motion_blur",
+           "read_yolo_seg", "sample_frame_indices", "load_label_mask", "read_sequence", "IMAGENET_MEAN",
+           "IMAGENET_STD", "FILL_MEAN"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-#: Fill colour of pixels outside the warped image (the reference's ``im_mean``).
-FILL_MEAN = (124, 116, 104)
-_IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _MAX_TRIALS = 5  # the reference retries a clip this many times when frame 0 shows no object
 
 
@@ -65,242 +67,7 @@ def _as_spec(item: int | SampleSpec | Sequence[int], default_skip: int) -> Sampl
     return SampleSpec(*(int(v) for v in item))
 
 
-# ------------------------------------------------------------------------------------------------ reading
-def load_label_mask(path: Path) -> np.ndarray:
-    """Read an annotation PNG as an (H, W) uint8 label map (:func:`rdevos.io.masks.read_mask`'s rule: an 'L' mask
-    using only {0, 255} is binary, 255 -> 1; ``1``-bit masks become {0, 1}).
-
-    Raises:
-        InputError: unreadable file or a colour (RGB/RGBA) mask.
-    """
-    return read_mask(path, colour=False).labels
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    im = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if im is None:
-        raise InputError(f"cannot read image {path}")
-    return np.ascontiguousarray(im[:, :, ::-1])
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the file header only."""
-    with Image.open(path) as im:
-        w, h = im.size
-    return h, w
-
-
-def _shrink(img: np.ndarray, short_side: int | None, *, nearest: bool) -> np.ndarray:
-    if short_side is None:
-        return img
-    h, w = img.shape[:2]
-    s = short_side / min(h, w)
-    if s >= 1:
-        return img
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
-
-
-def read_sequence(root: str | os.PathLike[str], name: str, *, max_frames: int | None = None
-                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Frames (H, W, 3 uint8 RGB) and label maps (H, W uint8) of a DAVIS-layout sequence (all frames annotated).
-
-    Raises:
-        InputError: missing folders, no frames, a frame without annotation or sizes that differ.
-    """
-    root = Path(root)
-    jdir, adir = root / "JPEGImages" / name, root / "Annotations" / name
-    if not jdir.is_dir() or not adir.is_dir():
-        raise InputError(f"sequence {name!r} not found under {root} (need JPEGImages/{name} and Annotations/{name})")
-    frames = sorted(p for p in jdir.iterdir() if p.suffix.lower() in _IMG_EXT)[:max_frames]
-    if not frames:
-        raise InputError(f"sequence {name!r} has no frames in {jdir}")
-    images, masks = [], []
-    for f in frames:
-        mp = adir / (f.stem + ".png")
-        if not mp.is_file():
-            raise InputError(f"sequence {name!r}: frame {f.name} has no annotation {mp}")
-        im, m = _read_rgb(f), load_label_mask(mp)
-        if im.shape[:2] != m.shape:
-            raise InputError(f"sequence {name!r}: frame {f.name} is {im.shape[1]}x{im.shape[0]} but its mask is "
-                             f"{m.shape[1]}x{m.shape[0]} (WxH)")
-        images.append(im)
-        masks.append(m)
-    return images, masks
-
-
-# ------------------------------------------------------------------------------------------------ augmentation
-def _rrc_params(rng: np.random.Generator, h: int, w: int, scale: tuple[float, float],
-                ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """torchvision ``RandomResizedCrop.get_params``: (top, left, height, width)."""
-    area = h * w
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        ar = math.exp(rng.uniform(*log_ratio))
-        cw = int(round(math.sqrt(target * ar)))
-        ch = int(round(math.sqrt(target / ar)))
-        if 0 < cw <= w and 0 < ch <= h:
-            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
-    in_ratio = w / h
-    if in_ratio < ratio[0]:
-        cw, ch = w, int(round(w / ratio[0]))
-    elif in_ratio > ratio[1]:
-        ch, cw = h, int(round(h * ratio[1]))
-    else:
-        cw, ch = w, h
-    return (h - ch) // 2, (w - cw) // 2, ch, cw
-
-
-def _affine(angle: float = 0.0, scale: float = 1.0, shear: float = 0.0, center: tuple[float, float] = (0.0, 0.0),
-            translate: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """3x3 forward matrix: rotate (deg, counter-clockwise in image view), x-shear (deg) and scale about ``center``."""
-    a, s = math.radians(angle), math.radians(shear)
-    cx, cy = center
-    rot = np.array([[math.cos(a), math.sin(a), 0], [-math.sin(a), math.cos(a), 0], [0, 0, 1]])
-    sh = np.array([[1, math.tan(s), 0], [0, 1, 0], [0, 0, 1]])
-    m = np.diag([scale, scale, 1.0]) @ rot @ sh
-    t1 = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]])
-    t2 = np.array([[1, 0, cx + translate[0]], [0, 1, cy + translate[1]], [0, 0, 1]])
-    return t2 @ m @ t1
-
-
-def _warp(img: np.ndarray, m: np.ndarray, size: int, interp: int, fill: Any) -> np.ndarray:
-    return cv2.warpAffine(img, m[:2].astype(np.float64), (size, size), flags=interp,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
-
-
-class _Jitter(NamedTuple):
-    order: tuple[int, ...]
-    brightness: float
-    contrast: float
-    saturation: float
-    hue: float
-
-
-def _jitter_params(rng: np.random.Generator, b: float, c: float, s: float, h: float) -> _Jitter:
-    """torchvision ``ColorJitter`` parameters: factors in [1-x, 1+x] (hue in [-h, h]) applied in random order."""
-    return _Jitter(tuple(int(i) for i in rng.permutation(4)), rng.uniform(max(0, 1 - b), 1 + b),
-                   rng.uniform(max(0, 1 - c), 1 + c), rng.uniform(max(0, 1 - s), 1 + s), rng.uniform(-h, h))
-
-
-def _grey(img: np.ndarray) -> np.ndarray:
-    return img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
-
-
-def _apply_jitter(img: np.ndarray, j: _Jitter) -> np.ndarray:
-    """Apply colour jitter to an (H, W, 3) float32 image in [0, 255] (clipped after every op, as torchvision)."""
-    for op in j.order:
-        if op == 0 and j.brightness != 1:
-            img = np.clip(img * j.brightness, 0, 255)
-        elif op == 1 and j.contrast != 1:
-            mean = float(_grey(img).mean())
-            img = np.clip(mean + (img - mean) * j.contrast, 0, 255)
-        elif op == 2 and j.saturation != 1:
-            g = _grey(img)[..., None]
-            img = np.clip(g + (img - g) * j.saturation, 0, 255)
-        elif op == 3 and j.hue != 0:
-            hsv = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)  # H in degrees
-            hsv[..., 0] = (hsv[..., 0] + j.hue * 360.0) % 360.0
-            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0
-    return img.astype(np.float32, copy=False)
-
-
-def _to_grey3(img: np.ndarray) -> np.ndarray:
-    return np.repeat(_grey(img)[..., None], 3, axis=2).astype(np.float32)
-
-
-_KERNEL_SHAPES = 4
-
-
-def _perturb_kernel(rng: np.random.Generator) -> np.ndarray:
-    k = int(rng.integers(3, 10))
-    shape = int(rng.integers(_KERNEL_SHAPES))
-    if shape == 0:
-        return cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
-    if shape == 1:
-        return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    if shape == 2:  # half-height ellipse
-        return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, max(k // 2, 1)))
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(k // 2, 1), k))  # half-width
-
-
-def perturb_mask(mask: np.ndarray, target_iou: float, rng: np.random.Generator, *, max_rounds: int = 250
-                 ) -> np.ndarray:
-    """Corrupt a binary mask with random local dilations/erosions until its IoU with the input drops below target.
-
-    Up to ``max_rounds`` rounds of 4 random boxes each (placed around the object); each box region is dilated or
-    eroded (50/50) with a random 3..9 kernel (rectangle, ellipse, half-height or half-width ellipse); with p=0.1
-    one pixel at the box centre is set to 0 or 1. Stops as soon as IoU < ``target_iou`` (checked after every box,
-    so the result lands just below the target).
-
-    Args:
-        mask: (H, W) array, non-zero (or >= 0.5 for floats) = object.
-        target_iou: stop below this IoU, e.g. drawn from U[0.85, 1].
-    Returns:
-        (H, W) uint8 {0, 1}. An empty mask is returned unchanged.
-    """
-    gt = (mask >= 0.5) if np.issubdtype(mask.dtype, np.floating) else (mask > 0)
-    if not gt.any():
-        return gt.astype(np.uint8)
-    h, w = gt.shape
-    out = gt.astype(np.uint8) * 255
-    ys, xs = np.nonzero(gt)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    bh, bw = y1 - y0, x1 - x0
-    n_gt = int(gt.sum())
-    for _ in range(max_rounds):
-        for _ in range(4):
-            sh = int(rng.integers(max(bh // 8, 3), max(bh // 2, 4) + 1))
-            sw = int(rng.integers(max(bw // 8, 3), max(bw // 2, 4) + 1))
-            cy = int(rng.integers(max(y0 - bh // 10, 0), min(y1 + bh // 10, h)))
-            cx = int(rng.integers(max(x0 - bw // 10, 0), min(x1 + bw // 10, w)))
-            ty, tx = max(cy - sh // 2, 0), max(cx - sw // 2, 0)
-            by, bx = min(ty + sh, h), min(tx + sw, w)
-            region = out[ty:by, tx:bx]
-            kernel = _perturb_kernel(rng)
-            op = cv2.dilate if rng.random() < 0.5 else cv2.erode
-            out[ty:by, tx:bx] = op(region, kernel)
-            if rng.random() < 0.1:
-                out[cy, cx] = 0 if rng.random() < 0.5 else 255
-            cur = out > 0
-            inter = np.count_nonzero(cur & gt)
-            union = n_gt + np.count_nonzero(cur) - inter
-            if inter / max(union, 1) < target_iou:
-                return cur.astype(np.uint8)
-    return (out > 0).astype(np.uint8)
-
-
-def _tps_map(rng: np.random.Generator, size: int, points: int = 12, sigma: float = 0.02,
-             grid: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """Thin-plate-spline backward map (map_x, map_y) for ``cv2.remap``: ``points`` random control points moved by
-    N(0, sigma) (in units of the image size); solved on a coarse grid and upsampled bilinearly."""
-    src = rng.uniform(0, 1, size=(points, 2))
-    dst = src + rng.normal(0, sigma, size=(points, 2))
-
-    def u(r2: np.ndarray) -> np.ndarray:
-        return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-12)) * 0.5, 0.0)  # r^2 log r
-
-    # Fit dst -> src (backward mapping: for an output pixel at dst, where to sample in the input).
-    d2 = ((dst[:, None] - dst[None]) ** 2).sum(-1)
-    p = np.hstack([np.ones((points, 1)), dst])
-    a = np.zeros((points + 3, points + 3))
-    a[:points, :points] = u(d2)
-    a[:points, points:] = p
-    a[points:, :points] = p.T
-    rhs = np.zeros((points + 3, 2))
-    rhs[:points] = src
-    coef = np.linalg.solve(a + np.eye(points + 3) * 1e-8, rhs)
-    g = np.linspace(0, 1, grid)
-    gx, gy = np.meshgrid(g, g)
-    q = np.stack([gx.ravel(), gy.ravel()], 1)
-    k = u(((q[:, None] - dst[None]) ** 2).sum(-1))
-    mapped = k @ coef[:points] + np.hstack([np.ones((len(q), 1)), q]) @ coef[points:]
-    mx = cv2.resize(mapped[:, 0].reshape(grid, grid).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    my = cv2.resize(mapped[:, 1].reshape(grid, grid).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    return mx * (size - 1), my * (size - 1)
-
-
+# ------------------------------------------------------------------------------------------------ frame sampling
 def sample_frame_indices(rng: np.random.Generator, length: int, num_frames: int, max_skip: int) -> list[int]:
     """Pick ``num_frames`` distinct frames of a ``length``-frame video, each new one within ``max_skip`` of an
     already chosen one (STCN/RDE sampling), returned in increasing order."""
@@ -328,20 +95,6 @@ class _ClipOptions:
     perturb_iou: tuple[float, float] = (0.85, 1.0)
     motion_blur_prob: float = 0.0
     motion_blur_max: int = 15
-
-
-def motion_blur(img: np.ndarray, length: int, angle: float) -> np.ndarray:
-    """Linear motion blur of an (H, W, C) float image: the mean along a ``length``-pixel line at ``angle`` degrees
-    (a camera or object moving during the exposure)."""
-    length = max(int(length), 1)
-    if length < 2:
-        return img
-    k = np.zeros((length, length), np.float32)
-    c = (length - 1) / 2
-    dx, dy = math.cos(math.radians(angle)) * c, math.sin(math.radians(angle)) * c
-    cv2.line(k, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1)
-    k /= k.sum()
-    return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT)
 
 
 def _normalise(frames: np.ndarray) -> torch.Tensor:
@@ -393,85 +146,6 @@ def _pick_objects(labels_first: np.ndarray, rng: np.random.Generator, max_object
 
 
 # ------------------------------------------------------------------------------------------------ video clips
-@dataclass
-class _Sequence:
-    name: str
-    frames: list[Path]
-    masks: list[Path]
-
-
-@dataclass
-class ScanReport:
-    """What a dataset scan kept and skipped (also logged)."""
-
-    sequences: int = 0
-    frames: int = 0
-    skipped: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def summary(self) -> str:
-        s = f"{self.sequences} sequences, {self.frames} frames"
-        if self.skipped:
-            s += "; skipped: " + ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
-        return s
-
-
-def _scan_video_root(root: Path, layout: str, sequences: Sequence[str] | None, exclude: Sequence[str],
-                     min_frames: int) -> tuple[list[_Sequence], ScanReport]:
-    jroot, aroot = root / "JPEGImages", root / "Annotations"
-    if not root.is_dir():
-        raise InputError(f"dataset folder not found: {root}")
-    if not jroot.is_dir() or not aroot.is_dir():
-        raise InputError(f"{root} is not a {layout}-layout dataset: need JPEGImages/ and Annotations/ folders")
-    if (jroot / "480p").is_dir() and (aroot / "480p").is_dir():  # the DAVIS release nests a resolution level
-        jroot, aroot = jroot / "480p", aroot / "480p"
-    report = ScanReport()
-    names = sorted(p.name for p in jroot.iterdir() if p.is_dir())
-    excluded = set(exclude)
-    if sequences is not None:
-        missing = [s for s in sequences if s not in names]
-        if missing:
-            raise InputError(f"sequences not found in {jroot}: {missing[:8]}")
-        names = [s for s in sequences]
-    out = []
-    for name in names:
-        if name in excluded:
-            report.skipped["excluded"] += 1
-            continue
-        adir = aroot / name
-        if not adir.is_dir():
-            report.skipped["missing_masks"] += 1
-            logger.debug("%s: no annotation folder %s", name, adir)
-            continue
-        imgs = sorted(p for p in (jroot / name).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        ann = {p.stem: p for p in adir.iterdir() if p.suffix.lower() == ".png"}
-        frames, masks = [], []
-        for f in imgs:
-            m = ann.get(f.stem)
-            if m is None:
-                report.skipped["unannotated_frames"] += 1
-                continue
-            try:
-                if _image_size(f) != _image_size(m):
-                    report.skipped["size_mismatch_frames"] += 1
-                    logger.debug("%s: %s and its mask differ in size", name, f.name)
-                    continue
-            except OSError:
-                report.skipped["unreadable_frames"] += 1
-                continue
-            frames.append(f)
-            masks.append(m)
-        if not frames:
-            report.skipped["missing_masks" if not ann else "no_usable_frames"] += 1
-            continue
-        if len(frames) < min_frames:
-            report.skipped["too_short"] += 1
-            continue
-        out.append(_Sequence(name, frames, masks))
-    report.sequences = len(out)
-    report.frames = sum(len(s.frames) for s in out)
-    return out, report
-
-
 class VOSClipDataset(torch.utils.data.Dataset):
     """N-frame clips of annotated videos (DAVIS or YouTube-VOS layout) with the reference's augmentations.
 
@@ -684,38 +358,6 @@ class VOSClipDataset(torch.utils.data.Dataset):
 
 
 # ------------------------------------------------------------------------------------------------ static images
-def _scan_static(root: Path, frame_stride: int, sequences: Sequence[str] | None, exclude: Sequence[str]
-                 ) -> tuple[list[tuple[Path, Path]], ScanReport]:
-    if not root.is_dir():
-        raise InputError(f"dataset folder not found: {root}")
-    report = ScanReport()
-    pairs: list[tuple[Path, Path]] = []
-    if (root / "JPEGImages").is_dir() and (root / "Annotations").is_dir():
-        seqs, report = _scan_video_root(root, "davis", sequences, exclude, 1)
-        for s in seqs:
-            pairs += list(zip(s.frames, s.masks))[::frame_stride]
-    elif (root / "images").is_dir() and (root / "masks").is_dir():
-        masks = {p.relative_to(root / "masks").with_suffix(""): p for p in (root / "masks").rglob("*.png")}
-        for p in sorted((root / "images").rglob("*")):
-            if p.suffix.lower() not in _IMG_EXT:
-                continue
-            m = masks.get(p.relative_to(root / "images").with_suffix(""))
-            if m is None:
-                report.skipped["missing_masks"] += 1
-            else:
-                pairs.append((p, m))
-    else:  # FSS-1000 / prepared saliency sets: name.jpg next to name.png
-        for p in sorted(root.rglob("*")):
-            if p.suffix.lower() in (".jpg", ".jpeg"):
-                m = p.with_suffix(".png")
-                if m.is_file():
-                    pairs.append((p, m))
-                else:
-                    report.skipped["missing_masks"] += 1
-    report.frames = len(pairs)
-    return pairs, report
-
-
 class StaticPseudoVideoDataset(torch.utils.data.Dataset):
     """Pseudo-videos made from single images + masks (stage 0 of the reference, rdevos-spec 6.4).
 
@@ -833,42 +475,6 @@ class StaticPseudoVideoDataset(torch.utils.data.Dataset):
 
 
 # ------------------------------------------------------------------------------------------------ COCO (YOLO-seg)
-def read_yolo_seg(path: Path, height: int, width: int, *, min_area: int = 0) -> np.ndarray:
-    """Rasterise a YOLO-seg label file (one instance a line: ``class x1 y1 x2 y2 ...``, vertices normalised to the
-    image size) into an (H, W) uint8 instance label map: instance i (file order) gets label i + 1, a later instance
-    is drawn over an earlier one (at most 255 instances). Instances with fewer than ``min_area`` visible pixels are
-    left unlabelled (0).
-
-    Raises:
-        InputError: a line that is not a class id followed by an even number (>= 6) of coordinates.
-    """
-    lab = np.zeros((height, width), np.uint8)
-    scale = np.array([width, height], np.float64)
-    n = 0
-    for ln, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        vals = line.split()
-        if not vals:
-            continue
-        try:
-            coords = np.array([float(v) for v in vals[1:]], np.float64)
-            int(vals[0])
-        except ValueError:
-            raise InputError(f"{path}:{ln}: not a YOLO-seg line (class id, then x y pairs)") from None
-        if coords.size < 6 or coords.size % 2:
-            raise InputError(f"{path}:{ln}: a polygon needs an even number (>= 6) of coordinates, got {coords.size}")
-        if n == 255:
-            logger.warning("%s: more than 255 instances; the rest are ignored", path)
-            break
-        n += 1
-        pts = np.round(coords.reshape(-1, 2) * scale * 16).astype(np.int32)
-        cv2.fillPoly(lab, [pts], n, lineType=cv2.LINE_8, shift=4)
-    if min_area > 0 and n:
-        counts = np.bincount(lab.ravel(), minlength=n + 1)
-        small = np.nonzero(counts < min_area)[0]
-        lab[np.isin(lab, small[small > 0])] = 0
-    return lab
-
-
 class CocoPseudoVideoDataset(StaticPseudoVideoDataset):
     """Multi-object pseudo-videos made from images with instance polygons in the YOLO-seg layout (e.g.
     ``coco128-seg``: ``images/<split>/<name>.jpg`` with ``labels/<split>/<name>.txt``).
@@ -900,7 +506,7 @@ class CocoPseudoVideoDataset(StaticPseudoVideoDataset):
         wanted = None if sequences is None else set(sequences)
         excluded = set(exclude)
         for p in sorted(iroot.rglob("*")):
-            if p.suffix.lower() not in _IMG_EXT:
+            if p.suffix.lower() not in IMG_EXT:
                 continue
             if p.stem in excluded or (wanted is not None and p.stem not in wanted):
                 report.skipped["excluded"] += 1
