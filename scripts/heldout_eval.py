@@ -39,6 +39,21 @@ REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("heldout_eval")
 
 
+def load_any(name: str) -> torch.nn.Module:
+    """A registry name, a weights file, or a resumable training checkpoint (``rdevos train``'s checkpoints/)."""
+    path = Path(name)
+    if path.is_file():
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict) and obj.get("format") == "rdevos-train":
+            from rdevos.config import ModelConfig
+            from rdevos.model.network import RDEVOS
+
+            net = RDEVOS(ModelConfig.from_dict(dict(obj["model_config"])))
+            net.load_state_dict(obj["model"], strict=True)
+            return net.eval()
+    return load_model(name)
+
+
 def parse_setting(text: str) -> tuple[InferenceConfig, bool]:
     """``res:k:mem[/flip][/bf16]`` -> (config, flip)."""
     base, *flags = text.split("/")
@@ -124,7 +139,7 @@ def main() -> None:
             raise SystemExit(f"unknown set {s!r} (davis, mo, coco)")
     report: dict[str, Any] = json.loads(args.report.read_text()) if args.report.is_file() else {}
     for m in args.model:
-        model = load_model(m)
+        model = load_any(m)
         for setting in args.settings:
             config, flip = parse_setting(setting)
             for sname, data in sets.items():
