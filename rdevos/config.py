@@ -165,6 +165,9 @@ class InferenceConfig:
         fp32_stride: with bf16 on CPU, the key encoder's stages up to this output stride (0 = none, 2, 4, 8, 16 = all)
             still compute in fp32. The default 8 keeps bf16 masks close to fp32 (the skip features and keys come
             from these stages); 0 is the fastest bf16 (about 10-35 % faster, labels ~99.5 % equal to fp32).
+        flip: horizontal-flip test-time averaging: a second engine segments the mirrored video (with its own
+            memory) and the probabilities of both are averaged; about 1.9x the compute per frame (embedded model on
+            8 held-out sequences: +1.0 J&F, docs/MODEL_CARD.md).
     """
 
     top_k: int = 20
@@ -174,6 +177,7 @@ class InferenceConfig:
     resolution: int | None = 480
     precision: Precision = Precision.FP32
     fp32_stride: int = 8
+    flip: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "memory_mode", MemoryMode(self.memory_mode))

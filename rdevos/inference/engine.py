@@ -37,6 +37,19 @@ class _Group:
     bank: MemoryBank
 
 
+def _hflip(x: object) -> object:
+    """Mirror a frame or mask left-right: PIL image, (H, W[, 3]) array or (..., H, W) tensor."""
+    if isinstance(x, torch.Tensor):
+        return x.flip(-1)
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x[:, ::-1])
+    if hasattr(x, "transpose") and hasattr(x, "mode"):  # PIL
+        from PIL import Image
+
+        return x.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # type: ignore[attr-defined]
+    raise InputError(f"unsupported frame/mask type {type(x).__name__}")
+
+
 class InferenceEngine:
     """Segment a video one frame at a time.
 
@@ -71,6 +84,9 @@ class InferenceEngine:
         self._t = 0
         self._last_mem_t = 0
         self.memory_updated = False  #: whether the last step() wrote memory
+        #: ``config.flip``: the engine of the mirrored video (same objects, its own memory).
+        self._mirror = InferenceEngine(model, self.config.replace(flip=False), device=self.device) \
+            if self.config.flip else None
 
     # ----------------------------------------------------------------- state
     @property
@@ -85,7 +101,7 @@ class InferenceEngine:
 
     def memory_nbytes(self) -> int:
         """Bytes held by the memory banks."""
-        return sum(g.bank.nbytes() for g in self._groups)
+        return sum(g.bank.nbytes() for g in self._groups) + (self._mirror.memory_nbytes() if self._mirror else 0)
 
     def reset(self) -> None:
         """Forget all objects and memory (start a new video)."""
@@ -93,6 +109,8 @@ class InferenceEngine:
         self._groups.clear()
         self._t = 0
         self._last_mem_t = 0
+        if self._mirror is not None:
+            self._mirror.reset()
 
     def remove_objects(self, ids: Iterable[int]) -> None:
         """Stop tracking these object ids (their memory is dropped)."""
@@ -108,6 +126,8 @@ class InferenceEngine:
                 g.bank.remove_objects(torch.tensor(keep, device=self.device))
                 g.ids = [g.ids[j] for j in keep]
         self.objects.remove(ids)
+        if self._mirror is not None:
+            self._mirror.remove_objects(ids)
 
     def state_dict(self) -> dict[str, object]:
         """The engine's per-video state (object ids, memory banks, counters): small, constant in video length.
@@ -119,8 +139,11 @@ class InferenceEngine:
             b = g.bank
             groups.append({"ids": list(g.ids), "gt_key": b.gt_key, "gt_value": b.gt_value, "rde_key": b.rde_key,
                            "rde_value": b.rde_value, "last_key": b.last_key, "last_value": b.last_value})
-        return {"version": 1, "config": self.config.to_dict(), "object_ids": self.object_ids, "t": self._t,
-                "last_mem_t": self._last_mem_t, "groups": groups}
+        state: dict[str, object] = {"version": 1, "config": self.config.to_dict(), "object_ids": self.object_ids,
+                                    "t": self._t, "last_mem_t": self._last_mem_t, "groups": groups}
+        if self._mirror is not None:
+            state["mirror"] = self._mirror.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         """Restore a :meth:`state_dict` (same model and memory mode); processing continues bit-identically."""
@@ -136,6 +159,10 @@ class InferenceEngine:
             bank.rde_key, bank.rde_value = dev["rde_key"], dev["rde_value"]
             bank.last_key, bank.last_value = dev["last_key"], dev["last_value"]
             self._groups.append(_Group(list(dev["ids"]), bank))
+        if self._mirror is not None:
+            if "mirror" not in state:
+                raise InputError("engine state was saved without flip averaging; this engine has flip=True")
+            self._mirror.load_state_dict(state["mirror"])  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- helpers
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
@@ -217,6 +244,14 @@ class InferenceEngine:
             (K+1, H, W) float32 probabilities at the input size; channel 0 is the background and channel ``i + 1``
             belongs to ``object_ids[i]``.
         """
+        prob = self._step(image, mask, objects, is_last)
+        if self._mirror is not None:  # flip averaging: the mirrored video's probabilities, mirrored back
+            mirrored = self._mirror._step(_hflip(image), None if mask is None else _hflip(mask), objects, is_last)
+            prob = (prob + mirrored.flip(-1)) / 2
+        return prob
+
+    def _step(self, image: object, mask: object | None, objects: Iterable[int] | None, is_last: bool
+              ) -> torch.Tensor:
         cfg = self.config
         rgb = to_image_tensor(image, self.device)
         h, w = rgb.shape[-2:]
