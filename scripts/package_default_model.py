@@ -1,6 +1,6 @@
 """Score a trained checkpoint (and baselines) on the held-out sequences; write it as the embedded default model.
 
-    python scripts/package_default_model.py runs/lite2-davis/final.pth                  # score, then write the asset
+    python scripts/package_default_model.py runs/lite3-davis/lite3.pth                   # score, then write the asset
     python scripts/package_default_model.py CKPT --resolutions 384,480 --no-write        # score only
     python scripts/package_default_model.py CKPT --baselines --precisions fp32,bf16 --report held_out.json
 
@@ -52,7 +52,7 @@ def score(root: Path, work: Path, sequences: list[str], *, model: torch.nn.Modul
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
-    ap.add_argument("--config", type=Path, default=REPO / "configs" / "lite2-davis.yaml",
+    ap.add_argument("--config", type=Path, default=REPO / "configs" / "lite3-davis.yaml",
                     help="training config whose val_sequences are the held-out set")
     ap.add_argument("--root", type=Path,
                     default=Path(os.environ.get("RDEVOS_SHARED", REPO.parent / "shared")) / "data" / "davis2016-train")
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--baselines", action="store_true", help="also score copy-first-mask and DIS optical flow")
     ap.add_argument("--compare", nargs="*", default=[], help="other checkpoints to score on the same sequences")
     ap.add_argument("--report", type=Path, help="write the JSON report here")
-    ap.add_argument("--out", type=Path, default=REPO / "rdevos" / "assets" / "weights" / "rdevos_lite2.pt")
+    ap.add_argument("--out", type=Path, default=REPO / "rdevos" / "assets" / "weights" / "rdevos_lite3.pt")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

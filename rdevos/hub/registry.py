@@ -27,7 +27,8 @@ LITE_CONFIG = ModelConfig(key_block="basic", key_layers=(2, 2, 2), key_width=32,
 #: Architecture of the embedded default model (configs/lite2-davis.yaml): ImageNet EfficientNet-Lite2 key encoder.
 LITE2_CONFIG = ModelConfig(key_backbone="efficientnet-lite2", value_layers=(1, 1, 1), value_width=16, key_dim=64,
                            value_dim=128, decoder_dims=(64, 32), cbam_reduction=16, rde_norm=True)
-DEFAULT_MODEL = "rdevos-lite2"
+#: The embedded default model (configs/lite3-davis.yaml): rdevos-lite2 trained further on multi-object material.
+DEFAULT_MODEL = "rdevos-lite3"
 
 
 @dataclass(frozen=True)
@@ -54,18 +55,28 @@ REGISTRY: dict[str, WeightSpec] = {
         license="see the ModelScope model card",
         description="Official RDE-VOS weights (s012, YouTube-VOS 2019 val 83.3 J&F) from ModelScope."),
     DEFAULT_MODEL: WeightSpec(
-        name=DEFAULT_MODEL, resource="assets/weights/rdevos_lite2.pt",
+        name=DEFAULT_MODEL, resource="assets/weights/rdevos_lite3.pt",
+        sha256="88e148d85071c799803a8334bb977d97d446088b1af2cae524c2082084947302",
+        config=LITE2_CONFIG,
+        license="CC BY-NC 4.0 (trained on DAVIS data); coco128-seg images and annotations (COCO: CC BY 4.0 "
+                "annotations, Flickr terms for the images); EfficientNet-Lite2 ImageNet weights Apache-2.0",
+        description="The default: rdevos-lite2 (same architecture, 4.1 M params) trained further by this project "
+                    "on 22 DAVIS-2016 train sequences and 106 coco128-seg images with up to 3 objects per clip "
+                    "(configs/lite3-davis.yaml); embedded."),
+    "rdevos-lite2": WeightSpec(
+        name="rdevos-lite2", resource="assets/weights/rdevos_lite2.pt",
         sha256="bf942b705df6993820dc20f49e238c250b925f2b98e46b50d840fb311f324c34",
         config=LITE2_CONFIG,
         license="CC BY-NC 4.0 (trained on DAVIS data); EfficientNet-Lite2 ImageNet weights Apache-2.0",
-        description="The default: RDE-VOS with an ImageNet EfficientNet-Lite2 key encoder (4.1 M params), trained "
-                    "by this project on 22 DAVIS-2016 train sequences (configs/lite2-davis.yaml); embedded."),
+        description="The previous default: RDE-VOS with an ImageNet EfficientNet-Lite2 key encoder (4.1 M params), "
+                    "trained by this project on 22 DAVIS-2016 train sequences (configs/lite2-davis.yaml); the "
+                    "starting point of rdevos-lite3; embedded."),
     "rdevos-lite": WeightSpec(
         name="rdevos-lite", resource="assets/weights/rdevos_lite.pt",
         sha256="52a2592ac06e0cc3fd5c2f7b42805e1c12a957f22bedfd4b433dc2457b73f59f",
         config=LITE_CONFIG,
         license="CC BY-NC 4.0 (trained on DAVIS data)",
-        description="The previous default: small RDE-VOS (3.7 M params) trained from scratch on 25 DAVIS-2016 "
+        description="An earlier default: small RDE-VOS (3.7 M params) trained from scratch on 25 DAVIS-2016 "
                     "train sequences (configs/lite-davis.yaml); kept for comparison; embedded."),
 }
 
