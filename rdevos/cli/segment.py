@@ -23,7 +23,9 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         sub, "segment", _cmd_segment, help="segment objects through a video or a folder of frames",
         description="Propagate object masks through a video. INPUT is a folder of frames (jpg/png/webp, natural "
                     "order), a video file (mp4/mov/mkv/avi/webm) or a stream URL. Writes one palette PNG per frame "
-                    "into OUT as each frame is done; re-running into OUT resumes. Masks may be palette, greyscale "
+                    "into OUT as each frame is done; re-running into OUT resumes (and adds outputs asked for then); "
+                    "rdevos never overwrites or deletes a file in OUT that it did not write. "
+                    "Masks may be palette, greyscale "
                     "or colour PNGs (black = background; DAVIS palette colours keep their index, other colours "
                     "are numbered by first appearance, row by row).")
     p.add_argument("input", help="frame folder, video file or stream URL")
@@ -47,9 +49,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                         "both passes reach take each object from the nearer mask)")
     p.add_argument("--overlay", type=Path, metavar="MP4", help="write an H.264 mp4 with coloured masks over the frames")
     p.add_argument("--gif", type=Path, help="write a small animated GIF preview")
-    p.add_argument("--save-probs", action="store_true", help="also store soft masks (OUT/probs/*.npz)")
-    p.add_argument("--per-object", action="store_true", help="also write OUT/objects/<id>/<frame>.png (0/255)")
-    p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    p.add_argument("--save-probs", action="store_true",
+                   help="also store soft masks (OUT/probs/*.npz; not for the fused frames of --direction both)")
+    p.add_argument("--per-object", action="store_true",
+                   help="also write OUT/objects/<id>/<frame>.png (0/255), every object on every frame")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again instead of resuming: delete the files the earlier run in OUT wrote (only those)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster frames)")
     _add_no_progress(p)
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -229,13 +229,20 @@ class RunFolder:
             RunFolderError: a file the run did not write is at ``path`` (unless ``foreign_ok``).
         """
         rel = self._rel(path)
-        owned = self.owned()
-        if rel not in owned:
-            if not foreign_ok and (path.exists() or path.is_symlink()):
-                raise RunFolderError(f"{path} is in the way: rdevos did not write it and never overwrites such a "
-                                     "file (move it away or write to another folder)")
+        if rel not in self.owned():
+            if not foreign_ok:
+                self.refuse_in_the_way([path])
             self._append([rel])
         return path
+
+    def refuse_in_the_way(self, paths: Iterable[Path]) -> None:
+        """Raise :class:`RunFolderError` naming the first of ``paths`` (in this folder) that holds a file the run
+        did not write."""
+        owned = self.owned()
+        for p in paths:
+            if self._rel(p) not in owned and (p.exists() or p.is_symlink()):
+                raise RunFolderError(f"{p} is in the way: rdevos did not write it and never overwrites such a file "
+                                     "(move it away or write to another folder)")
 
     def adopt(self, paths: Iterable[Path]) -> None:
         """List existing ``paths`` as written by the run (a run record of an older rdevos, which kept no manifest)."""
@@ -501,7 +508,8 @@ def _frame_names(session: VideoSession, plan: PropagationPlan) -> dict[int, str]
 
 
 class _Writer:
-    """Writes a run's files into its folder, each listed in the manifest before it is written."""
+    """Writes a run's files into its folder, each listed in the manifest before it is written (a writer thread must
+    get the paths claimed, in order, by the thread that runs the loop)."""
 
     def __init__(self, rf: RunFolder, palette: list[int], writer: Callable[[SegmentedFrame, Path], None] | None,
                  object_ids: Sequence[int], foreign_ok: bool) -> None:
@@ -588,14 +596,14 @@ def segment_to_folder(session: VideoSession, folder: RunFolder | str | os.PathLi
                   session.object_ids if per_object else (), foreign_ok=replace)
     with rf.locked():
         meta = rf.check(signature, overwrite=overwrite, replace=replace)
-        if meta is not None and not replace and not rf.manifest_path.exists():
-            rf.adopt(_own_kind(rf))  # a run of an older rdevos (no manifest): its outputs are this run's
-        fused = {names[i] for p in plan.passes for i in p.fused} if names is not None else set()
-        expected = {} if wanted is None else {
-            "names": wanted, "probs": [n for n in wanted if n not in fused] if save_probs else (),
-            "object_ids": out.object_ids}
-        if not replace and wanted is not None:
-            _refuse_in_the_way(rf, expected)
+        if meta is not None and not replace and not rf.manifest_path.exists() and names is not None:
+            rf.adopt(_outputs_named(rf, names.values()))  # a run of an older rdevos (no manifest): they are its own
+        expected = None
+        if wanted is not None:
+            fused = {names[i] for p in plan.passes for i in p.fused}  # type: ignore[index]
+            expected = _Expected(wanted, [n for n in wanted if n not in fused] if save_probs else [], out.object_ids)
+            if not replace:
+                rf.refuse_in_the_way(expected.paths(rf))  # before any work
         result = RunResult(total=plan.total)
         if meta is not None and meta.get("complete"):
             result.done = int(meta.get("done", plan.total or 0))
@@ -607,7 +615,7 @@ def segment_to_folder(session: VideoSession, folder: RunFolder | str | os.PathLi
                  on_frame=on_frame, should_stop=should_stop, progress=progress)
             if result.stopped:
                 return result
-        if wanted is not None:
+        if expected is not None:
             _complete(session, rf, out, result, expected, direction=direction, start=start,
                       fresh=meta is None or not meta.get("complete"), should_stop=should_stop)
         elif meta is not None and meta.get("complete"):  # a stream: no list of outputs to check
@@ -615,23 +623,27 @@ def segment_to_folder(session: VideoSession, folder: RunFolder | str | os.PathLi
     return result
 
 
-def _own_kind(rf: RunFolder) -> list[Path]:
-    """Files in ``rf`` of the kinds a run writes (its PNGs, probabilities and per-object PNGs)."""
-    return [*rf.path.glob("*.png"), *rf.path.glob("probs/*.npz"), *rf.path.glob("objects/*/*.png")]
+def _outputs_named(rf: RunFolder, names: Iterable[str]) -> Iterator[Path]:
+    """Where a run writes the outputs of these frames (mask, probabilities, per-object PNGs of any object)."""
+    objects = [d for d in (rf.path / "objects").glob("*") if d.is_dir()]
+    for n in names:
+        yield rf.mask_path(n)
+        yield rf.probs_path(n)
+        yield from (d / f"{n}.png" for d in objects)
 
 
-def _refuse_in_the_way(rf: RunFolder, expected: Mapping[str, Any]) -> None:
-    """Before any work: no file the run will write may be one it did not write."""
-    owned = rf.owned()
-    for n in expected["names"]:
-        paths = [rf.mask_path(n), *(rf.object_path(i, n) for i in expected["object_ids"])]
-        for p in paths:
-            if rf._rel(p) not in owned and (p.exists() or p.is_symlink()):
-                rf.claim(p)  # raises, naming it
-    for n in expected["probs"]:
-        p = rf.probs_path(n)
-        if rf._rel(p) not in owned and (p.exists() or p.is_symlink()):
-            rf.claim(p)
+class _Expected(NamedTuple):
+    """The outputs a finished run has."""
+
+    names: list[str]  #: a mask PNG each
+    probs: list[str]  #: probabilities each
+    object_ids: list[int]  #: a per-object PNG of each of these on every frame of ``names``
+
+    def paths(self, rf: RunFolder) -> Iterator[Path]:
+        for n in self.names:
+            yield rf.mask_path(n)
+            yield from (rf.object_path(i, n) for i in self.object_ids)
+        yield from (rf.probs_path(n) for n in self.probs)
 
 
 def _run(session: VideoSession, rf: RunFolder, out: _Writer, plan: PropagationPlan, names: dict[int, str] | None,
@@ -714,13 +726,13 @@ def _run(session: VideoSession, rf: RunFolder, out: _Writer, plan: PropagationPl
         rf.state_path.unlink(missing_ok=True)
 
 
-def _complete(session: VideoSession, rf: RunFolder, out: _Writer, result: RunResult, expected: Mapping[str, Any],
+def _complete(session: VideoSession, rf: RunFolder, out: _Writer, result: RunResult, expected: _Expected,
               *, direction: Direction, start: int | None, fresh: bool,
               should_stop: Callable[[], bool] | None) -> None:
     """Give a finished run every output asked for: per-object PNGs from the masks, the rest computed again."""
     from rdevos.io.masks import read_mask
 
-    need = rf.missing_outputs(expected["names"], probs=expected["probs"], object_ids=expected["object_ids"])
+    need = rf.missing_outputs(expected.names, probs=expected.probs, object_ids=expected.object_ids)
     if not need:
         result.complete_already = not fresh
         if not fresh:

@@ -2,8 +2,9 @@
 
 An interrupted process never leaves a half-written file under the final name (no ``fsync``: atomic against
 interruption, not against power loss). A write that fails (``ENOSPC``, ``EIO``) raises an ``OSError`` whose
-``filename`` is the destination, and leaves the destination as it was. Permission rule, everywhere: the file gets what a plain ``open(path, "w")``
-would give, ``0o666`` minus the umask (``tempfile.mkstemp``'s ``0600`` is never left on a result).
+``filename`` is the destination, and leaves the destination as it was. Permission rule, everywhere: the file gets
+what a plain ``open(path, "w")`` would give, ``0o666`` minus the umask (``tempfile.mkstemp``'s ``0600`` is never
+left on a result).
 """
 
 from __future__ import annotations

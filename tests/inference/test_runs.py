@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdevos import (InferenceConfig, RunFolder, RunFolderError, RunProgress, VideoSession, run_signature,
-                    segment_to_folder)
-from rdevos.inference.runs import RunFolderBusy
+from rdevos import (InferenceConfig, RunFolder, RunFolderBusy, RunFolderError, RunProgress, VideoSession,
+                    run_signature, segment_to_folder)
 from rdevos.model.network import RDEVOS
 
 
@@ -184,8 +183,11 @@ def test_a_run_of_an_older_rdevos_resumes_but_is_never_deleted(tiny_model: RDEVO
     (out / RunFolder.MANIFEST).unlink()  # as an older rdevos left it: a run record but no list of its files
     want = _bytes(out)
     (out / "00002.png").unlink()
-    res = segment_to_folder(s, out, signature=_sig(s))  # the same run: its files are its own
-    assert res.restored == ["00002"] and _bytes(out) == want
+    (out / "holiday.png").write_bytes(b"a photo")  # put there since: not the run's
+    res = segment_to_folder(s, out, signature=_sig(s))  # the same run: its frames' files are its own
+    assert res.restored == ["00002"] and _bytes(out) == {**want, "holiday.png": b"a photo"}
+    assert RunFolder(out).owned() == set(want)
+    (out / "holiday.png").unlink()
     (out / RunFolder.MANIFEST).unlink()
     with pytest.raises(RunFolderError, match="older rdevos"):
         segment_to_folder(s, out, signature=_sig(s, extra="other"), overwrite=True)
