@@ -21,6 +21,7 @@ from PIL import Image
 
 from rdevos.errors import InputError
 from rdevos.io.atomic import atomic_write
+from rdevos.io.frames import upright
 
 __all__ = [
     "DAVIS_PALETTE",
@@ -243,19 +244,21 @@ def labels_from_colours(rgb: np.ndarray, alpha: np.ndarray | None = None, *, nam
     return lut[inverse].reshape(rgb.shape[:2]), palette
 
 
-def _labels_from_image(im: Image.Image, what: str) -> tuple[np.ndarray, list[int] | None]:
-    """Labels and palette of a PIL image in any accepted mode (see :func:`read_mask`)."""
+def _labels_from_image(im: Image.Image, what: str, lossy: bool | None = None) -> tuple[np.ndarray, list[int] | None]:
+    """Labels and palette of a PIL image in any accepted mode (see :func:`read_mask`); ``lossy``: it was stored
+    in a lossy format (default: its ``format`` says)."""
+    lossy = im.format in _LOSSY_FORMATS if lossy is None else lossy
     mode = im.mode
     if mode == "P":
         raw = im.getpalette()
         return np.array(im, dtype=np.uint8), (_pad_palette(raw) if raw else None)
     if mode == "L":
-        return _grey_labels(np.array(im, dtype=np.uint8), what, lossy=im.format in _LOSSY_FORMATS), None
+        return _grey_labels(np.array(im, dtype=np.uint8), what, lossy), None
     if mode == "1":
         return np.array(im, dtype=bool).astype(np.uint8), None
     if mode in _COLOUR_MODES:
         rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
-        return labels_from_colours(rgba[..., :3], rgba[..., 3], name=what, lossy=im.format in _LOSSY_FORMATS)
+        return labels_from_colours(rgba[..., :3], rgba[..., 3], name=what, lossy=lossy)
     raise InputError(f"{what} is {_article(mode)} {mode} image, which rdevos does not read as a mask; {_MODE_FIX}")
 
 
@@ -272,7 +275,7 @@ def read_mask(path: PathLike, *, colour: bool = True) -> LabelMask:
     photo, is refused), ``'1'`` (binary -> labels 0/1), and colour masks ``'RGB'``/``'RGBA'``
     (also ``'LA'``): black and fully transparent pixels are background, DAVIS-palette
     colours are their palette indices, other colours get ids 1, 2, ... in order of first appearance, row by row
-    (see :func:`labels_from_colours`).
+    (see :func:`labels_from_colours`). An EXIF orientation is applied, as for frames (:func:`~rdevos.io.frames.upright`).
 
     Args:
         path: mask file.
@@ -292,7 +295,7 @@ def read_mask(path: PathLike, *, colour: bool = True) -> LabelMask:
             if not colour and im.mode not in ("P", "L", "1"):
                 raise InputError(f"{p}: annotation mode {im.mode!r}; expected a palette ('P') or greyscale ('L') PNG")
             im.load()
-            labels, palette = _labels_from_image(im, f"mask '{p}'")
+            labels, palette = _labels_from_image(upright(im), f"mask '{p}'", im.format in _LOSSY_FORMATS)
     except InputError:
         raise
     except _PIL_ERRORS as exc:
