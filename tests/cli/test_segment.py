@@ -272,3 +272,27 @@ def test_both_with_an_object_given_later_covers_every_frame(tmp_path: Path, ckpt
     assert sorted(p.stem for p in out.glob("*.png")) == [f"{i:05d}" for i in range(7)]
     meta = json.loads((out / ".rdevos-run.json").read_text())
     assert meta["complete"] and meta["done"] == meta["total"] == 7 + 4
+
+
+def test_a_named_preset_wins_over_the_model_defaults(tmp_path: Path, tiny_model: RDEVOS, short_clip: Path) -> None:
+    """Issue 25 (6): '--preset davis2017' was ignored with a model that has its own settings (the default model)."""
+    ckpt = save_checkpoint(tiny_model, tmp_path / "own.pt", inference={"resolution": 96, "top_k": 7, "mem_every": 5})
+    args = ["-q", "segment", short_clip, "--mask", MASK, "--model", ckpt, "--no-progress", "--precision", "fp32"]
+
+    def settings(out: str, *more: str) -> dict:
+        assert main([*map(str, args), "-o", str(tmp_path / out), *more]) == 0
+        return json.loads((tmp_path / out / ".rdevos-run.json").read_text())["settings"]
+
+    s = settings("named", "--preset", "davis2017")
+    assert (s["top_k"], s["mem_every"], s["resolution"]) == (40, 3, None)
+    s = settings("explicit", "--preset", "davis2017", "--mem-every", "2", "--resolution", "64")
+    assert (s["top_k"], s["mem_every"], s["resolution"]) == (40, 2, 64)
+    s = settings("own")  # no preset named: the model's own settings
+    assert (s["top_k"], s["mem_every"], s["resolution"]) == (7, 5, 96)
+
+
+def test_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["segment", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: modelscope)" not in text  # the model's own settings are the default
+    assert "for the embedded model short side 480, top-k 20, every 5th frame" in text
