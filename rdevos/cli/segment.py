@@ -54,6 +54,18 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     _add_no_progress(p)
 
 
+def _split_at(spec: str, what: str) -> tuple[str, int]:
+    """``PATH@F`` -> ``(PATH, F)``; raises UsageError (naming ``what``) unless F is a frame index >= 0."""
+    head, _, tail = spec.rpartition("@")
+    try:
+        idx = int(tail)
+    except ValueError:
+        raise UsageError(f"{what}: the part after '@' must be a frame index") from None
+    if idx < 0:
+        raise UsageError(f"{what}: the frame index must be >= 0")
+    return head, idx
+
+
 _MASKS_DIR_EXPECTS = "PNG masks named like the frames (e.g. 00000.png for frame 00000.jpg) or by frame index"
 
 
@@ -63,13 +75,7 @@ def _parse_masks(args: argparse.Namespace, names: list[str] | None,
     (also a frame index past the last of ``num_frames`` frames)."""
     out: list[tuple[int, Path]] = []
     for spec in args.mask:
-        path, _, frame = spec.rpartition("@") if "@" in spec else (spec, "", "0")
-        try:
-            idx = int(frame)
-        except ValueError:
-            raise UsageError(f"--mask {spec!r}: the part after '@' must be a frame index") from None
-        if idx < 0:
-            raise UsageError(f"--mask {spec!r}: the frame index must be >= 0")
+        path, idx = _split_at(spec, f"--mask {spec!r}") if "@" in spec else (spec, 0)
         if num_frames is not None and idx >= num_frames:
             raise UsageError(f"--mask {spec!r}: frame {idx} is past the end of the video ({num_frames} frames, "
                              f"0..{num_frames - 1})")
@@ -347,13 +353,7 @@ def _frame_spec(text: str) -> tuple[Path, int | None]:
         if not path.is_file():
             raise UsageError(f"image not found: {path}")
         return path, None
-    head, _, tail = text.rpartition("@")
-    try:
-        idx = int(tail)
-    except ValueError:
-        raise UsageError(f"{text}: the part after '@' must be a frame index (VIDEO@F, FOLDER@F)") from None
-    if idx < 0:
-        raise UsageError(f"{text}: the frame index must be >= 0")
+    head, idx = _split_at(text, text)
     if not Path(head).exists():
         raise UsageError(f"video or frame folder not found: {head}")
     return Path(head), idx
