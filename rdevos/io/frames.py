@@ -102,8 +102,9 @@ def _orientation(im: Image.Image) -> int:
 def upright(im: Image.Image) -> Image.Image:
     """The image as viewers show it: its EXIF orientation applied (``PIL.ImageOps.exif_transpose``).
 
-    Phones store portrait photos sideways with an orientation tag; every image file rdevos reads (frames in
-    folders, single images, masks) goes through this, so that frames and masks line up as the user sees them.
+    Phones store portrait photos sideways with an orientation tag; the frame and mask files rdevos segments
+    (frame folders, single images, :func:`~rdevos.io.masks.read_mask`, ``rdevos mask``) go through this, so that
+    frames and masks line up as the user sees them.
     Images without the tag are returned as they are (no copy).
     """
     if _orientation(im) == 1:
