@@ -134,12 +134,12 @@ _MAX_SNAPPED = 0.25
 _WHITE_DRIFT = 8
 
 
-def _flat_counts(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels per grey value and, of those, the pixels whose four neighbours share their value (edges replicated)."""
+def _flat_counts(grey: np.ndarray) -> np.ndarray:
+    """Pixels per grey value whose four neighbours share their value (edges replicated)."""
     p = np.pad(grey, 1, mode="edge")
     c = p[1:-1, 1:-1]
     flat = (c == p[:-2, 1:-1]) & (c == p[2:, 1:-1]) & (c == p[1:-1, :-2]) & (c == p[1:-1, 2:])
-    return np.bincount(grey.ravel(), minlength=256), np.bincount(grey[flat], minlength=256)
+    return np.bincount(grey[flat], minlength=256)
 
 
 def _grey_labels(grey: np.ndarray, what: str, lossy: bool = False) -> np.ndarray:
@@ -152,9 +152,10 @@ def _grey_labels(grey: np.ndarray, what: str, lossy: bool = False) -> np.ndarray
     file (``lossy``).
     """
     grey = np.ascontiguousarray(grey, dtype=np.uint8)
-    values = np.unique(grey)
+    count = np.bincount(grey.ravel(), minlength=256)
+    values = np.flatnonzero(count)
     if values.size > 2:
-        count, flat = _flat_counts(grey)
+        flat = _flat_counts(grey)
         edge = [int(v) for v in values if flat[v] < _FLAT_SHARE * count[v]]
         levels = np.array([int(v) for v in values if int(v) not in edge], np.int64)
         # Artefacts outnumber the levels they surround; a label map may hold a few thin objects among many others.

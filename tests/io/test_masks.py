@@ -354,3 +354,36 @@ def test_greyscale_photo_or_blurred_mask_is_refused(tmp_path: Path) -> None:
     Image.open(sample_clip_dir() / "00000.jpg").convert("L").save(photo)
     with pytest.raises(InputError, match="grey_photo.png.* is not a label map.*photo"):
         read_mask(photo)
+
+
+def test_real_label_maps_are_never_taken_for_lossy() -> None:
+    """The lossy rule on real lossless label maps read as greyscale: the COCO-128 instance maps (up to 60 objects,
+    small and thin ones among them, rasterised from the polygons) and DAVIS annotations come back unchanged."""
+    from PIL import ImageDraw
+
+    from tests.conftest import DAVIS16, DAVIS_MINI, SHARED
+
+    coco = SHARED / "data" / "coco128-seg"
+    if not coco.is_dir() or not DAVIS16.is_dir():
+        pytest.skip(f"COCO-128 or DAVIS-2016 data not found under {SHARED} (set RDEVOS_SHARED)")
+    maps: list[np.ndarray] = []
+    for txt in sorted((coco / "labels").glob("*/*.txt")):
+        image = coco / "images" / txt.parent.name / f"{txt.stem}.jpg"
+        if not image.is_file():
+            continue
+        w, h = Image.open(image).size
+        im = Image.new("L", (w, h), 0)
+        draw = ImageDraw.Draw(im)
+        rows = [r.split() for r in txt.read_text().splitlines() if len(r.split()) >= 7]
+        for k, r in enumerate(rows[:255], start=1):
+            draw.polygon([(float(r[i]) * w, float(r[i + 1]) * h) for i in range(1, len(r) - 1, 2)], fill=k)
+        maps.append(np.asarray(im))
+    golden = Path(__file__).resolve().parents[1] / "data" / "jf-golden"  # DAVIS-2017-style multi-object maps
+    annotations = (sorted(DAVIS16.glob("Annotations/*/*.png"))[::40] + sorted(DAVIS_MINI.glob("Annotations/*/*.png"))
+                   + sorted(golden.glob("**/*.png"))[::4])
+    maps += [np.asarray(Image.open(p)) for p in annotations]
+    values = [set(np.flatnonzero(np.bincount(m.ravel(), minlength=256)).tolist()) for m in maps]
+    assert len(maps) > 250 and sum(len(v) > 10 for v in values) > 20  # many multi-object maps
+    for m, v in zip(maps, values):
+        want = (m == 255).astype(np.uint8) if v == {0, 255} else m
+        assert (masks_mod._grey_labels(m, "mask") == want).all()
