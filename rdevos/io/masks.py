@@ -177,8 +177,9 @@ def _grey_labels(grey: np.ndarray, what: str, lossy: bool = False) -> np.ndarray
             grey = lut[grey]
             levels = np.unique(lut[levels])
             logger.warning("%s looks JPEG-compressed or anti-aliased: %d grey value(s) form no region; their %d "
-                           "pixels (%.2f %% of the image) now have the nearest of its levels %s (save masks as PNG "
-                           "label maps)", what, len(edge), changed, 100 * changed / grey.size, levels.tolist())
+                           "pixels (%.2f %% of the image) now have the nearest of its levels %s (save masks "
+                           "losslessly, as PNG label maps)", what, len(edge), changed, 100 * changed / grey.size,
+                           levels.tolist())
             values = levels
     if values.size and values[-1] == 255 and set(values.tolist()) <= {0, 255}:
         logger.debug("%s is black/white (0/255): reading it as a binary mask (label 1)", what)
