@@ -100,21 +100,33 @@ class VideoSession:
                 exactly one id in ``obj_ids``. Checked and fitted to the frame size by
                 :func:`~rdevos.io.masks.validate_mask`, the rule of ``rdevos segment --mask``: a mask a few pixels
                 off the frame size (same aspect ratio) is resized, with a warning.
-            obj_ids: the objects this mask annotates (default: all its non-zero labels). Several calls on the same
-                frame merge; a later call overrides the pixels of the objects it names.
+            obj_ids: the objects this mask annotates (default: all its non-zero labels); each must be a label of
+                the mask, except that a binary mask (0/1, bool, black/white) with one id is that object. Several
+                calls on the same frame merge; a later call overrides the pixels of the objects it names.
+
+        Raises:
+            InputError: a frame outside the video, a mask that does not fit the frames, no object, or an id in
+                ``obj_ids`` that is not a label of the mask.
         """
         n = self.source.num_frames
         if frame_idx < 0 or (n is not None and frame_idx >= n):
             raise InputError(f"frame index {frame_idx} is outside the video (0..{(n or 1) - 1})")
         lm = validate_mask(mask, self.source.size, allow_empty=True, name=f"mask for frame {frame_idx}")
         labels = lm.labels.astype(np.int32)
+        present = lm.object_ids
         ids = None if obj_ids is None else [int(i) for i in obj_ids]
-        if ids is not None and len(ids) == 1 and set(np.unique(labels)) <= {0, 1}:
-            labels = labels * ids[0]
-        present = [int(v) for v in np.unique(labels) if v != 0]
-        ids = present if ids is None else ids
-        if not ids:
+        if ids is not None and len(ids) == 1 and present == [1]:
+            labels = labels * ids[0]  # a binary mask of one object
+            present = ids
+        if not present:
             raise InputError(f"the mask for frame {frame_idx} has no object")
+        if ids is None:
+            ids = present
+        missing = [i for i in ids if i not in present]
+        if missing:
+            raise InputError(
+                f"obj_ids {missing} are not labels of the mask for frame {frame_idx} (its labels: {present}); pass "
+                "the ids the mask holds, or a binary (0/1) mask with one id")
         known = set(self.object_ids)
         for i in ids:
             if i not in known and self._ann and frame_idx > min(self._ann):

@@ -166,3 +166,27 @@ def test_both_resumed_in_the_forward_pass_needs_the_earlier_results(tiny_model: 
     for a, b in zip(full[-len(rest):], rest):
         assert a.index == b.index
         np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_add_mask_ids_must_be_labels_of_the_mask(tiny_model: RDEVOS, clip) -> None:
+    """Issue 25 (7): add_mask(f, mask_with_label_3, obj_ids=[5]) made an empty object 5 and dropped label 3."""
+    from PIL import Image
+
+    frames, mask = clip  # labels {3, 7}
+    s = _session(tiny_model, clip)
+    only3 = np.where(mask == 3, 3, 0).astype(np.uint8)
+    with pytest.raises(InputError, match=r"obj_ids \[5\] are not labels of the mask for frame 4 \(its labels: \[3\]\)"):
+        s.add_mask(4, only3, obj_ids=[5])
+    with pytest.raises(InputError, match=r"obj_ids \[9\] are not labels"):
+        s.add_mask(0, mask, obj_ids=[3, 9])
+    assert s.annotated_frames == [] and s.object_ids == []  # nothing half-added
+    # a binary mask with one id is that object (0/1, bool, a black/white image alike)
+    s.add_mask(0, (mask == 3).astype(np.uint8), obj_ids=[5])
+    s.add_mask(2, mask == 7, obj_ids=[6])
+    s.add_mask(4, Image.fromarray(((mask == 3) * 255).astype(np.uint8), "L"), obj_ids=[8])
+    # a subset of a multi-object mask's labels annotates those objects only
+    s.add_mask(6, mask, obj_ids=[7])
+    assert s.object_ids == [5, 6, 8, 7]
+    ann = s.annotations()
+    np.testing.assert_array_equal(ann[0], np.where(mask == 3, 5, 0))
+    np.testing.assert_array_equal(ann[6], np.where(mask == 7, 7, 0))
