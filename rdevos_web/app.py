@@ -277,7 +277,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
                 with gr.Row(equal_height=True, elem_id="rd-edit"):
                     c.undo = gr.Button("↶ Undo", elem_id="undo", size="sm", interactive=False, min_width=60)
                     c.redo = gr.Button("↷ Redo", elem_id="redo", size="sm", interactive=False, min_width=60)
-                    gr.HTML(canvas_js.ZOOM_BAR, elem_id="zoom-bar", js_on_load=None)
+                    gr.HTML(canvas_js.ZOOM_BAR, elem_id="zoom-bar", js_on_load=None, min_width=230)
                     c.clear = gr.Button("Remove this frame's mask", elem_id="clear", size="sm")
                     c.mask_upload = gr.UploadButton("Upload a mask PNG for this frame", file_types=[".png"],
                                                     elem_id="mask-upload", size="sm")
@@ -446,7 +446,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
                 return f"The stroke changed nothing on frame {frame}."
             if job.annotation(frame) is None:
                 return f"Frame {frame} has no object left: its mask was removed."
-            return f"Saved the mask of frame {frame}."
+            return f"{'Erased from' if erase else 'Painted'} object {obj_id} on frame {frame}."
 
         def edit_command(job: Job, frame: int, obj_value: str | None, prompt: PromptState | None,
                          cmd: dict[str, Any]) -> dict[Any, Any]:

@@ -44,7 +44,8 @@ _CSS = r"""
 .rd-obj.sel { background: rgba(0, 0, 0, 0.08); font-weight: 600; }
 .rd-obj.hid { opacity: 0.5; }
 .rd-sw { width: 16px; height: 16px; border-radius: 3px; border: 1px solid #0006; flex: none; }
-.rd-zoom { display: flex; gap: 2px; align-items: center; }
+#zoom-bar { flex: 0 0 auto !important; min-width: 230px !important; width: auto !important; }
+.rd-zoom { display: flex; gap: 2px; align-items: center; flex-wrap: nowrap; height: 100%; }
 .rd-zoom button { min-width: 28px; padding: 2px 6px; border: 1px solid var(--border-color-primary);
                   border-radius: 4px; background: var(--button-secondary-background-fill); }
 #rd-zoom-level { font-size: 0.8em; min-width: 60px; text-align: center; }
@@ -115,6 +116,7 @@ SETUP = r"""
       im.style.width = w + 'px'; im.style.height = h + 'px';
       im.style.transform = `translate(${R.z.tx}px, ${R.z.ty}px) scale(${R.z.s})`;
       im.style.imageRendering = R.z.s >= 3 ? 'pixelated' : 'auto';
+      R.lastTransform = im.style.transform;
       const lvl = document.querySelector('#rd-zoom-level');
       if (lvl) lvl.textContent = (R.z.fit ? 'fit · ' : '') + Math.round(R.z.s * 100) + '%';
       R.showBusy();
@@ -141,18 +143,21 @@ SETUP = r"""
   const ink = document.createElement('canvas'); ink.id = 'rd-ink'; document.body.appendChild(ink);
   const brush = document.createElement('div'); brush.id = 'rd-cursor'; document.body.appendChild(brush);
   const resized = new ResizeObserver(() => R.apply());
+  // Gradio patches the canvas in place (the same <img>, a new src and no style): apply the zoom again on any
+  // change of the image, its size or its style.
   new MutationObserver(() => {
     const im = R.img();
-    if (im === R.lastImg) return;
-    R.lastImg = im;
     if (R.view() !== R.lastView) {
       if (R.lastView) resized.unobserve(R.lastView);
       R.lastView = R.view();
       if (R.lastView) resized.observe(R.lastView);
     }
-    if (im) im.addEventListener('load', () => R.apply(), {once: true});
-    R.apply();
-  }).observe(document.body, {childList: true, subtree: true});
+    if (!im) return;
+    if (im !== R.lastImg) { R.lastImg = im; im.addEventListener('load', () => R.apply()); }
+    if (im.style.transform !== R.lastTransform || +R.view().dataset.w !== R.z.w || +R.view().dataset.h !== R.z.h)
+      R.apply();
+  }).observe(document.body, {childList: true, subtree: true, attributes: true,
+                             attributeFilter: ['src', 'style', 'data-w', 'data-h']});
   // Screen position -> frame pixel (the image's box on screen is the frame, scaled).
   function geom(img) {
     const r = img.getBoundingClientRect();

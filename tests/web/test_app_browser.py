@@ -158,7 +158,7 @@ def test_box_prompt_run_fix_download(page: Page, server: Server, web_data: dict[
     pg.get_by_role("radio", name="Brush").check()
     saved = pg.evaluate("Date.now()")
     _drag(pg, (0.45, 0.4), (0.6, 0.45))
-    _message(pg, "Saved the mask of frame 6")
+    _message(pg, "Painted object 2 on frame 6")
     took = (pg.evaluate("Date.now()") - saved) / 1000
     assert took < 8, f"a brush stroke took {took:.1f} s to save and show"  # was 11-13 s with the old editor
     expect(pg.locator("#annotations")).to_contain_text("frame 0 (object 1); frame 6 (object 2)")  # only its object
