@@ -15,6 +15,8 @@ __all__ = ["SETUP", "TAKE_COMMAND", "COMMAND_DONE", "SAVED_JOB", "REMEMBER_JOB",
 
 _CSS = r"""
 #rd-title p { margin: 0; }
+#upload [data-testid=upload-text] { font-size: 0.85em; line-height: 1.2; padding-top: 14px; }
+#upload [data-testid=upload-icon], #upload .or { display: none; }
 #canvas { position: relative; }
 #canvas .rd-head { font-size: 0.85em; padding: 2px 4px; color: var(--body-text-color-subdued); }
 #canvas .rd-view { position: relative; overflow: hidden; height: clamp(220px, calc(100vh - 420px), 900px);

@@ -251,12 +251,12 @@ class JobManager:
     def cancel(self, job_id: str) -> JobInfo:
         """Stop a queued or running job after the frame in progress; its results so far are kept."""
         job = self.work.job(job_id)
-        with self._lock:
+        with RECORD_LOCK, self._lock:  # in submit()'s order
             ev = self._cancel.get(job_id)
             if ev is None:
                 return job.info()
             ev.set()
-            if self._active != job_id:
+            if self._active != job_id:  # the worker skips it (its event is set)
                 return job.edit(status=JobStatus.CANCELLED, eta_s=None, message="cancelled before it started")
         return job.update(message="cancelling after the current frame")
 
