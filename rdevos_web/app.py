@@ -160,8 +160,7 @@ class _App:
             selected = ids[0] if ids else None
         obj = next((o for o in objects if o.id == selected), None)
         return {
-            c.objects: gr.Radio(choices=[(f"{o.id} · {o.name}", str(o.id)) for o in objects],
-                                value=None if selected is None else str(selected)),
+            c.selected: selected,
             c.object_list: objects_html(objects, selected),
             c.obj_name: gr.Textbox(value=obj.name if obj else ""),
             c.obj_colour: gr.ColorPicker(value=obj.colour if obj else "#e6194b"),
@@ -253,7 +252,6 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
                 c.job_delete = gr.Button("Delete this job", elem_id="job-delete", size="sm")
                 c.message = gr.Markdown(elem_id="message")
                 c.object_list = gr.HTML(elem_id="object-list", js_on_load=None, label="Objects")
-                c.objects = gr.Radio(label="Object to draw", choices=[], elem_id="objects")
                 with gr.Row():
                     c.obj_add = gr.Button("Add object", elem_id="obj-add", size="sm")
                     c.obj_delete = gr.Button("Delete object", elem_id="obj-delete", size="sm", variant="stop")
@@ -317,10 +315,11 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
         c.prompt = gr.State(None)
         c.playing = gr.State(None)
         c.picker = gr.State(None)  # the object the colour picker shows, and the colour it was given
+        c.selected = gr.State(None)  # the object being drawn (its row in the object list is highlighted)
         timer = gr.Timer(1.0)
         c.player = gr.Timer(0.1, active=False)
 
-        object_outputs = [c.objects, c.object_list, c.obj_name, c.obj_colour, c.picker, c.obj_hide]
+        object_outputs = [c.selected, c.object_list, c.obj_name, c.obj_colour, c.picker, c.obj_hide]
         settings_outputs = [c.direction, c.start, c.model, c.device, c.resolution]
         frame_outputs = [c.canvas, c.frame, c.view, c.annotations, c.timeline, c.status, c.downloads, c.undo, c.redo,
                          c.tick, c.message, c.prompt]
@@ -349,10 +348,10 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
 
             return run
 
-        def selected(value: str | None) -> int | None:
+        def selected(value: int | str | None) -> int | None:
             try:
-                return int(value) if value else None
-            except ValueError:
+                return int(value) if value not in (None, "") else None
+            except (TypeError, ValueError):
                 return None
 
         def current(view: dict[str, Any] | None) -> tuple[Job | None, int]:
@@ -422,7 +421,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
                 return {}
             return {**app.frame_view(c, job, int(frame), prompt), c.message: ""}
 
-        def pick_object(job: Job, obj_value: str | None, cmd: dict[str, Any]) -> tuple[int | None, dict[Any, Any]]:
+        def pick_object(job: Job, obj_value: int | None, cmd: dict[str, Any]) -> tuple[int | None, dict[Any, Any]]:
             obj_id = selected(obj_value)
             if obj_id is not None and obj_id in {o.id for o in job.objects()}:
                 return obj_id, {}
@@ -448,7 +447,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
                 return f"Frame {frame} has no object left: its mask was removed."
             return f"{'Erased from' if erase else 'Painted'} object {obj_id} on frame {frame}."
 
-        def edit_command(job: Job, frame: int, obj_value: str | None, prompt: PromptState | None,
+        def edit_command(job: Job, frame: int, obj_value: int | None, prompt: PromptState | None,
                          cmd: dict[str, Any]) -> dict[Any, Any]:
             obj_id, out = pick_object(job, obj_value, cmd)
             if obj_id is None:
@@ -485,7 +484,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
             return {**app.frame_view(c, job, frame), c.prompt: None,
                     c.message: f"{'Undid' if back else 'Redid'} the {what}."}
 
-        def on_cmd(raw: str | None, view: dict[str, Any] | None, obj_value: str | None,
+        def on_cmd(raw: str | None, view: dict[str, Any] | None, obj_value: int | None,
                    prompt: PromptState | None) -> dict[Any, Any]:
             try:
                 cmd = json.loads(raw or "{}")
@@ -548,10 +547,6 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
                                f"{', '.join(map(str, ids))})."}
 
         # ---------------------------------------------------------------- objects
-        def on_obj_select(view: dict[str, Any] | None, value: str | None) -> dict[Any, Any]:
-            job, _ = current(view)
-            return {**app.object_view(c, job, selected(value)), c.prompt: None}
-
         def on_obj_add(view: dict[str, Any] | None) -> dict[Any, Any]:
             job, frame = current(view)
             if job is None:
@@ -560,7 +555,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
             return {**app.object_view(c, job, obj.id), **app.frame_view(c, job, frame), c.prompt: None,
                     c.message: f"Added {obj.name}: drag a box around it on a frame."}
 
-        def obj_change(view: dict[str, Any] | None, value: str | None, **change: Any) -> dict[Any, Any]:
+        def obj_change(view: dict[str, Any] | None, value: int | str | None, **change: Any) -> dict[Any, Any]:
             job, frame = current(view)
             obj_id = selected(value)
             if job is None or obj_id is None:
@@ -581,7 +576,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
                 return {}
             return obj_change(view, str(picker["obj"]), colour=colour)
 
-        def on_obj_delete(view: dict[str, Any] | None, value: str | None, confirmed: bool) -> dict[Any, Any]:
+        def on_obj_delete(view: dict[str, Any] | None, value: int | None, confirmed: bool) -> dict[Any, Any]:
             job, frame = current(view)
             obj_id = selected(value)
             if job is None or obj_id is None:
@@ -641,7 +636,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
             return {c.status: status_text(manager.cancel(job.id)), c.message: ""}
 
         def on_tick(view: dict[str, Any] | None, last: list[Any] | None, jobs_seen: list[Any] | None,
-                    obj_value: str | None, prompt: PromptState | None) -> dict[Any, Any]:
+                    obj_value: int | None, prompt: PromptState | None) -> dict[Any, Any]:
             out: dict[Any, Any] = {}
             choices = app.choices()
             if choices != jobs_seen:
@@ -732,7 +727,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
         on(c.job.input, on_select, [c.job], view_outputs)
         on(c.job_delete.click, on_job_delete, [c.view, c.confirmed], view_outputs, js=canvas_js.CONFIRM_JOB_DELETE)
         on(c.frame.input, on_frame, [c.frame, c.view, c.prompt], frame_outputs, trigger_mode="always_last")
-        cmd = on(c.cmd_go.click, on_cmd, [c.cmd, c.view, c.objects, c.prompt], [*frame_outputs, *object_outputs],
+        cmd = on(c.cmd_go.click, on_cmd, [c.cmd, c.view, c.selected, c.prompt], [*frame_outputs, *object_outputs],
                  js=canvas_js.TAKE_COMMAND, trigger_mode="multiple")
         cmd.then(None, js=canvas_js.COMMAND_DONE)
         on(c.clear.click, on_clear, [c.view], frame_outputs)
@@ -741,15 +736,14 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
            [c.view], frame_outputs)
         on(c.redo.click, lambda v: history_command(current(v)[0], False) if current(v)[0] else {c.message: no_job},
            [c.view], frame_outputs)
-        on(c.objects.input, on_obj_select, [c.view, c.objects], [*object_outputs, c.prompt, c.message])
         on(c.obj_add.click, on_obj_add, [c.view], [*object_outputs, *frame_outputs])
         obj_outputs = [*object_outputs, *frame_outputs]
-        on(c.obj_rename.click, lambda v, o, n: obj_change(v, o, name=n), [c.view, c.objects, c.obj_name], obj_outputs)
-        on(c.obj_name.submit, lambda v, o, n: obj_change(v, o, name=n), [c.view, c.objects, c.obj_name], obj_outputs)
+        on(c.obj_rename.click, lambda v, o, n: obj_change(v, o, name=n), [c.view, c.selected, c.obj_name], obj_outputs)
+        on(c.obj_name.submit, lambda v, o, n: obj_change(v, o, name=n), [c.view, c.selected, c.obj_name], obj_outputs)
         on(c.obj_colour.change, on_colour, [c.view, c.picker, c.obj_colour], obj_outputs, trigger_mode="always_last")
-        on(c.obj_hide.input, lambda v, o, h: obj_change(v, o, hidden=h), [c.view, c.objects, c.obj_hide],
+        on(c.obj_hide.input, lambda v, o, h: obj_change(v, o, hidden=h), [c.view, c.selected, c.obj_hide],
            obj_outputs)
-        on(c.obj_delete.click, on_obj_delete, [c.view, c.objects, c.confirmed], obj_outputs,
+        on(c.obj_delete.click, on_obj_delete, [c.view, c.selected, c.confirmed], obj_outputs,
            js=canvas_js.CONFIRM_OBJECT_DELETE)
         settings_inputs = [c.view, c.direction, c.start, c.model, c.device, c.resolution]
         for event in (c.direction.input, c.start.input, c.device.input, c.resolution.input, c.model.blur,
@@ -757,7 +751,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
             on(event, on_settings, settings_inputs, [c.tick, c.message])
         on(c.run.click, on_run, settings_inputs, [*frame_outputs, c.job])
         on(c.cancel.click, on_cancel, [c.view], [c.status, c.message])
-        on(timer.tick, on_tick, [c.view, c.tick, c.jobs_seen, c.objects, c.prompt],
+        on(timer.tick, on_tick, [c.view, c.tick, c.jobs_seen, c.selected, c.prompt],
            [*view_outputs, c.jobs_seen])
         on(c.play.click, on_play, [c.view, c.playing], [*frame_outputs, *play_outputs])
         on(c.player.tick, on_player, [c.view, c.playing], [*frame_outputs, *play_outputs])
@@ -783,7 +777,7 @@ class _Components:
     job_delete: Any
     message: Any
     object_list: Any
-    objects: Any
+    selected: Any
     obj_add: Any
     obj_delete: Any
     obj_name: Any

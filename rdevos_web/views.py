@@ -90,8 +90,9 @@ def timeline_html(job: Job, info: JobInfo, frame: int) -> str:
 
 def objects_html(objects: list[ObjectInfo], selected: int | None) -> str:
     if not objects:
-        return "<div class='rd-legend'>No object yet: drag a box on the frame, or press <b>Add object</b>.</div>"
-    rows = []
+        return ("<div class='rd-legend'>Objects: none yet. Drag a box on the frame, or press <b>Add object</b>."
+                "</div>")
+    rows = ["<div class='rd-legend'>Objects: click one to draw it (keys 1-9)</div>"]
     for o in objects:
         cls = "rd-obj" + (" sel" if o.id == selected else "") + (" hid" if o.hidden else "")
         rows.append(f'<div class="{cls}" data-obj="{o.id}" data-name="{html.escape(o.name)}" title="object {o.id}">'

@@ -158,6 +158,9 @@ def server(web_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
     srv = start_server(root / "work", web_data["ckpt"], log=root / "server.log")
     yield srv
     stop_server(srv)
+    log = srv.log.read_text(errors="replace")
+    at = log.find("Traceback")  # an event that failed: the page showed Gradio's red "Error" instead of a message
+    assert at < 0, f"the server logged an error during the browser tests:\n{log[max(at - 500, 0):at + 3000]}"
 
 
 # ---------------------------------------------------------------------------------------------------- browser
