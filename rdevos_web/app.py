@@ -699,15 +699,21 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
             return out
 
         def on_prepare(view: dict[str, Any] | None) -> dict[Any, Any]:
-            job, frame = current(view)
+            """Runs beside the page's other events (it takes seconds): it renders only the downloads."""
+            job, _ = current(view)
             if job is None:
                 return {c.message: no_job}
             try:
                 prepare(job)
             except RDEVOSError as e:
                 return {c.message: f"**Export failed:** {e}"}
-            partial = " (run in progress: partial results)" if manager.is_active(job.id) else ""
-            return {**app.frame_view(c, job, frame), c.message: f"Downloads ready{partial}."}
+            info = job.info()
+            files = current_exports(job, info)
+            if files is None:
+                return {c.message: "The job changed while the downloads were prepared: prepare them again."}
+            partial = " (run in progress: partial results)" if info.active else ""
+            return {c.downloads: downloads_html(files, info, partial=bool(partial)),
+                    c.message: f"Downloads ready{partial}."}
 
         # Each event lists only the components it may change. The events that read and render the page's own state
         # (the view, the prompt, what the page has seen) run one at a time, in the order they came: each starts from
@@ -755,7 +761,7 @@ def build_app(work: WorkFolder, manager: JobManager, *, model_note: str = "",
            [*view_outputs, c.jobs_seen])
         on(c.play.click, on_play, [c.view, c.playing], [*frame_outputs, *play_outputs])
         on(c.player.tick, on_player, [c.view, c.playing], [*frame_outputs, *play_outputs])
-        on(c.prepare.click, on_prepare, [c.view], frame_outputs, ordered=False)
+        on(c.prepare.click, on_prepare, [c.view], [c.downloads, c.message], ordered=False)
     return demo
 
 

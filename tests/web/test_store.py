@@ -166,3 +166,33 @@ def test_a_run_from_a_corrected_frame_carries_the_other_objects_on(work: WorkFol
     job.edit_object_mask(6, 2, _box(0, 20, 100, 140))
     assert job.info().results_stale
     manager.shutdown()
+
+
+def test_a_restarted_server_continues_with_the_jobs_settings(work: WorkFolder, web_data: dict[str, Path],
+                                                             settings: RunSettings,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped with settings other than the server's defaults continues exactly after a restart (it used to
+    start again: the page's controls came back with the defaults)."""
+    job = _job(work, web_data)
+    first = JobManager(work, settings)
+    job.set_settings(first.defaults, resolution=64, direction="both")
+    real = JobManager._write_result
+    count = {"n": 0}
+
+    def write(self: JobManager, j: Job, name: str, labels: np.ndarray) -> None:
+        real(self, j, name, labels)
+        count["n"] += 1
+        if count["n"] == 4:
+            first.cancel(job.id)
+
+    monkeypatch.setattr(JobManager, "_write_result", write)
+    first.submit(job.id)
+    assert first.wait(job.id).done == 4
+    first.shutdown()
+    monkeypatch.undo()
+    second = JobManager(WorkFolder(work.root), settings)  # a new server: its defaults are native size, forward
+    info = second.submit(job.id)
+    assert info.run["resume"] and info.run["resolution"] == 64  # type: ignore[index]
+    info = second.wait(job.id)
+    assert info.status is JobStatus.DONE and int(info.message.split()[1]) < CLIP_FRAMES  # continued
+    second.shutdown()
