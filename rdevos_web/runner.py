@@ -342,9 +342,9 @@ class JobManager:
             seeds = {int(f): ids for f, ids in (run.get("seeds") or {}).items()}
             for idx, ids in job.annotation_summary(info).items():
                 if idx not in seeds:
-                    session.add_mask(idx, job.annotation(idx), obj_ids=ids)
+                    _add_mask(session, idx, job.annotation(idx), ids)
             for idx, ids in seeds.items():
-                session.add_mask(idx, read_mask(_seed_path(job, idx)).labels, obj_ids=ids)
+                _add_mask(session, idx, read_mask(_seed_path(job, idx)).labels, ids)
             folder = rdevos.RunFolder(job.masks_dir, state_path=job.state_path)
             if not run.get("resume"):
                 folder.clear(outputs=False)  # a new run: rewrite the frames it reaches, keep the others
@@ -387,3 +387,9 @@ class JobManager:
             logger.exception("job %s failed", job.id)
             job.edit(status=JobStatus.FAILED, eta_s=None,
                      message=f"internal error: {type(e).__name__}: {e} (details in the server log)")
+
+
+def _add_mask(session: rdevos.VideoSession, idx: int, labels: np.ndarray, ids: list[int]) -> None:
+    """Give the run a frame's mask: the objects annotated there are on it or, where the mask lacks them, absent."""
+    on = set(np.unique(labels).tolist())
+    session.add_mask(idx, labels, obj_ids=[i for i in ids if i in on], absent=[i for i in ids if i not in on])

@@ -190,3 +190,21 @@ def test_add_mask_ids_must_be_labels_of_the_mask(tiny_model: RDEVOS, clip) -> No
     ann = s.annotations()
     np.testing.assert_array_equal(ann[0], np.where(mask == 3, 5, 0))
     np.testing.assert_array_equal(ann[6], np.where(mask == 7, 7, 0))
+
+
+def test_objects_absent_from_a_frame(tiny_model: RDEVOS, clip) -> None:
+    """An object said to be absent on a later frame is empty there (the web editor's 'not on this frame')."""
+    frames, mask = clip  # labels {3, 7}
+    s = _session(tiny_model, clip)
+    s.add_mask(0, mask)
+    only7 = np.where(mask == 7, 7, 0).astype(np.uint8)
+    with pytest.raises(InputError, match=r"absent \[7\]: the mask for frame 3 holds these objects"):
+        s.add_mask(3, only7, absent=[7])
+    s.add_mask(3, only7, absent=[3])
+    out = {f.index: f for f in s.propagate()}
+    assert not (out[3].labels == 3).any() and (out[3].labels[mask == 7] == 7).all()
+    assert out[3].object_ids == [3, 7]  # still tracked (it may come back), but not on frame 3
+    s.add_mask(5, np.zeros_like(mask), absent=[3, 7])  # every object gone: an empty mask is fine then
+    assert not list(s.propagate(start=5))[0].labels.any()
+    with pytest.raises(InputError, match="has no object"):
+        s.add_mask(6, np.zeros_like(mask))
