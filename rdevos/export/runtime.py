@@ -36,11 +36,14 @@ else:  # loaded as a standalone file beside the export: the rdevos package (and 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxEngine", "ExportedEngine", "MissingDependencyError", "load_manifest", "validate_manifest",
+__all__ = ["OnnxEngine", "ExportedEngine", "MissingDependencyError", "ExportCheckError", "load_manifest", "validate_manifest",
            "MANIFEST_NAME", "FORMAT_NAME", "FORMAT_VERSION", "GRAPH_NAMES", "PAD_MULTIPLE"]
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "rdevos-export"
+#: ``format`` of a prompt-model export's manifest (:mod:`rdevos.export.prompt`).
+PROMPT_FORMAT_NAME = "rdevos-prompt-export"
+EXPORT_MANIFEST_FORMATS = (FORMAT_NAME, PROMPT_FORMAT_NAME)
 FORMAT_VERSION = 1
 GRAPH_NAMES = ("key_encoder", "value_encoder", "segment", "compress")
 PAD_MULTIPLE = 16
@@ -57,6 +60,10 @@ Runner = Callable[[str, Mapping[str, np.ndarray]], list[np.ndarray]]
 
 class MissingDependencyError(RDEVOSError, ImportError):
     """An optional dependency of the export feature (onnx / onnxruntime) is not installed."""
+
+
+class ExportCheckError(RDEVOSError):
+    """An exported graph does not run, or does not compute what the PyTorch model computes (the export self-check)."""
 
 
 def import_onnxruntime() -> Any:

@@ -16,28 +16,31 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rdevos.config import InferenceConfig
-from rdevos.export.graphs import (check_export_args, default_config, example_inputs, export_parts, graph_specs,
-                                  prepare_out_dir, write_manifest)
+from rdevos.export.graphs import (GraphRunner, check_cases, check_export_args, default_config, example_inputs,
+                                  export_parts, graph_specs, prepare_out_dir, verify_graphs, write_manifest)
 from rdevos.export.runtime import ExportedEngine, load_manifest
 from rdevos.model.network import RDEVOS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_torchscript", "TorchScriptEngine"]
+__all__ = ["export_torchscript", "TorchScriptEngine", "torchscript_runner", "load_modules"]
 
 
 def export_torchscript(model: RDEVOS, out_dir: str | Path, *, config: InferenceConfig | None = None,
-                       precision: str = "fp32", objects: int | str | None = None) -> Path:
+                       precision: str = "fp32", objects: int | str | None = None, verify: bool = True) -> Path:
     """Trace the four per-frame parts to ``<graph>.pt`` (``torch.jit.save``) and write ``manifest.json``.
 
-    Arguments as :func:`rdevos.export.onnx.export_onnx`. Returns the manifest path.
+    Arguments as :func:`rdevos.export.onnx.export_onnx`; ``verify`` loads the saved graphs back and checks them
+    against PyTorch on the traced example and on a frame size, object count and top-k they were not traced with
+    (:class:`~rdevos.export.runtime.ExportCheckError` if they differ; no manifest is written then). Returns the
+    manifest path.
     """
     prec, k = check_export_args(precision, objects)
     config = default_config(model, config)
@@ -57,10 +60,36 @@ def export_torchscript(model: RDEVOS, out_dir: str | Path, *, config: InferenceC
             torch.jit.save(traced, str(path))
         files[name] = path.name
         logger.info("traced %s in %.1f s", path, time.perf_counter() - t0)
+    verification: dict[str, float] = {}
+    if verify:
+        cases = check_cases(parts, specs, ex, top_k=config.top_k, objects=k)
+        verification = verify_graphs(parts, specs, cases, torchscript_runner({n: out / f for n, f in files.items()}),
+                                     precision=prec, where=out)
+        logger.info("self-check passed: TorchScript vs PyTorch max relative difference %s",
+                    ", ".join(f"{n} {v:.1e}" for n, v in verification.items()))
     manifest = write_manifest(out, backend="torchscript", model=model, config=config, precision=prec, objects=k,
-                              specs=specs, files=files)
+                              specs=specs, files=files, verification=verification)
     logger.info("wrote %s", manifest)
     return manifest
+
+
+def load_modules(paths: Mapping[str, Path], device: torch.device | str = "cpu") -> dict[str, torch.jit.ScriptModule]:
+    """``torch.jit.load`` each graph file (eval mode, on ``device``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return {name: torch.jit.load(str(p), map_location=torch.device(device)).eval() for name, p in paths.items()}
+
+
+def torchscript_runner(paths: Mapping[str, Path]) -> GraphRunner:
+    """A :data:`~rdevos.export.graphs.GraphRunner` over the saved graphs, loaded back from their files (CPU)."""
+    modules = load_modules(paths)
+
+    @torch.no_grad()
+    def run(name: str, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        out = modules[name](*inputs)
+        return [o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+
+    return run
 
 
 class TorchScriptEngine(ExportedEngine):
@@ -76,10 +105,7 @@ class TorchScriptEngine(ExportedEngine):
                  device: torch.device | str = "cpu") -> None:
         manifest, folder = load_manifest(path, backend="torchscript")
         dev = torch.device(device)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.modules = {name: torch.jit.load(str(folder / g["file"]), map_location=dev).eval()
-                            for name, g in manifest["graphs"].items()}
+        self.modules = load_modules({name: folder / g["file"] for name, g in manifest["graphs"].items()}, dev)
         order = {name: [t["name"] for t in g["inputs"]] for name, g in manifest["graphs"].items()}
 
         @torch.inference_mode()
