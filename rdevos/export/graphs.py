@@ -328,13 +328,9 @@ def verify_graphs(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec]
 
 
 # ---------------------------------------------------------------------------------------------------- manifest
-def write_manifest(out_dir: Path, *, backend: str, model: RDEVOS, config: InferenceConfig, precision: str,
-                   objects: int | None, specs: Mapping[str, GraphSpec], files: Mapping[str, str],
-                   opset: int | None = None, verification: Mapping[str, float] | None = None,
-                   extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``manifest.json`` describing an export folder (``extra``: more top-level entries); returns its path."""
-    from rdevos import __version__
-
+def graph_entries(out_dir: Path, specs: Mapping[str, GraphSpec], files: Mapping[str, str], opset: int | None
+                  ) -> dict[str, dict[str, Any]]:
+    """The manifest's ``graphs``: file, its sha256, inputs and outputs (and opset) of each graph."""
     graphs = {}
     for name, spec in specs.items():
         entry: dict[str, Any] = {"file": files[name], "sha256": file_sha256(out_dir / files[name]),
@@ -343,6 +339,17 @@ def write_manifest(out_dir: Path, *, backend: str, model: RDEVOS, config: Infere
         if opset is not None:
             entry["opset"] = opset
         graphs[name] = entry
+    return graphs
+
+
+def write_manifest(out_dir: Path, *, backend: str, model: RDEVOS, config: InferenceConfig, precision: str,
+                   objects: int | None, specs: Mapping[str, GraphSpec], files: Mapping[str, str],
+                   opset: int | None = None, verification: Mapping[str, float] | None = None,
+                   extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``manifest.json`` describing an export folder (``extra``: more top-level entries); returns its path."""
+    from rdevos import __version__
+
+    graphs = graph_entries(out_dir, specs, files, opset)
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "backend": backend,
         "rdevos_version": __version__, "torch_version": torch.__version__.split("+")[0],

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from rdevos.config import InferenceConfig
 from rdevos.errors import InputError
-from rdevos.export.graphs import (GraphRunner, GraphSpec, check_cases, check_export_args, default_config,
-                                  example_inputs, export_parts, graph_specs, prepare_out_dir, verify_graphs,
-                                  write_manifest)
+from rdevos.export.graphs import (CheckCase, GraphRunner, GraphSpec, check_cases, check_export_args,
+                                  default_config, example_inputs, export_parts, graph_specs, prepare_out_dir,
+                                  verify_graphs, write_manifest)
 from rdevos.export import runtime
 from rdevos.inference import bookkeeping
 from rdevos.export.runtime import INSTALL_HINT, MissingDependencyError, import_onnxruntime
@@ -32,7 +33,8 @@ from rdevos.model.network import RDEVOS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_onnx", "onnx_runner", "DEFAULT_OPSET", "MIN_OPSET", "RUNTIME_FILE"]
+__all__ = ["export_onnx", "onnx_runner", "write_onnx_graphs", "check_onnx_graphs", "check_opset", "require_onnx",
+           "ship_runtime", "DEFAULT_OPSET", "MIN_OPSET", "RUNTIME_FILE"]
 
 #: Opset written by default (TopK with a dynamic K input needs >= 11 in torch's exporter; 17 is widely supported).
 DEFAULT_OPSET = 17
@@ -87,19 +89,47 @@ def export_onnx(model: RDEVOS, out_dir: str | Path, *, config: InferenceConfig |
         ExportCheckError: an exported graph fails the self-check (no manifest is written).
     """
     prec, k = check_export_args(precision, objects)
+    opset = check_opset(opset)
+    config = default_config(model, config)
+    out = prepare_out_dir(out_dir)
+    require_onnx()
+    specs = graph_specs(model.config, precision=prec, objects=k)
+    parts = export_parts(model, prec)
+    ex = example_inputs(parts, specs, top_k=config.top_k, objects=k)
+    files = write_onnx_graphs(parts, specs, ex, out, opset)
+    verification: dict[str, float] = {}
+    if verify:
+        cases = check_cases(parts, specs, ex, top_k=config.top_k, objects=k)
+        verification = check_onnx_graphs(parts, specs, cases, out, files, prec)
+    ship_runtime(out)
+    manifest = write_manifest(out, backend="onnx", model=model, config=config, precision=prec, objects=k,
+                              specs=specs, files=files, opset=opset, verification=verification,
+                              extra={"runtime": RUNTIME_FILE})
+    logger.info("wrote %s", manifest)
+    return manifest
+
+
+def check_opset(opset: int | None) -> int:
+    """The opset to write: :data:`DEFAULT_OPSET` for ``None``; :class:`InputError` below :data:`MIN_OPSET`."""
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MIN_OPSET:
         raise InputError(f"opset {opset} is too old: the graphs need TopK with a dynamic K (opset >= {MIN_OPSET})")
-    config = default_config(model, config)
-    out = prepare_out_dir(out_dir)
+    return opset
+
+
+def require_onnx() -> None:
+    """:class:`MissingDependencyError` naming the extra when the onnx package is missing."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs it to serialise the graphs)
     except ImportError as e:
         raise MissingDependencyError(f"ONNX export needs the onnx package ({e}); install it with {INSTALL_HINT}"
                                      ) from e
-    specs = graph_specs(model.config, precision=prec, objects=k)
-    parts = export_parts(model, prec)
-    ex = example_inputs(parts, specs, top_k=config.top_k, objects=k)
+
+
+def write_onnx_graphs(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec],
+                      inputs: Mapping[str, tuple[torch.Tensor, ...]], out: Path, opset: int) -> dict[str, str]:
+    """``torch.onnx.export`` each part, traced on ``inputs``, to ``out/<name>.onnx`` with the specs' names and
+    dynamic axes; returns graph name -> file name."""
     files: dict[str, str] = {}
     for name, part in parts.items():
         spec = specs[name]
@@ -113,27 +143,34 @@ def export_onnx(model: RDEVOS, out_dir: str | Path, *, config: InferenceConfig |
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="Constant folding - Only steps=1 can be constant folded")
-            torch.onnx.export(part, ex[name], str(path), opset_version=opset, do_constant_folding=True,
+            torch.onnx.export(part, inputs[name], str(path), opset_version=opset, do_constant_folding=True,
                               input_names=[t.name for t in spec.inputs],
                               output_names=[t.name for t in spec.outputs],
                               dynamic_axes=spec.dynamic_axes(), **_export_kwargs())
         files[name] = path.name
         logger.info("exported %s (%.1f MB) in %.1f s", path, path.stat().st_size / 1e6, time.perf_counter() - t0)
-    verification: dict[str, float] = {}
-    if verify:
-        try:
-            run = onnx_runner({n: out / f for n, f in files.items()}, specs)
-        except MissingDependencyError:
-            logger.warning("onnxruntime is not installed: the exported graphs were not checked (%s)", INSTALL_HINT)
-        else:
-            cases = check_cases(parts, specs, ex, top_k=config.top_k, objects=k)
-            verification = verify_graphs(parts, specs, cases, run, precision=prec, where=out)
-            logger.info("self-check passed: onnxruntime vs PyTorch max relative difference %s",
-                        ", ".join(f"{n} {v:.1e}" for n, v in verification.items()))
+    return files
+
+
+def check_onnx_graphs(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec], cases: Sequence[CheckCase],
+                      out: Path, files: Mapping[str, str], precision: str) -> dict[str, float]:
+    """The self-check (:func:`~rdevos.export.graphs.verify_graphs`) on onnxruntime; ``{}`` with a warning when
+    onnxruntime is not installed."""
+    try:
+        run = onnx_runner({n: out / f for n, f in files.items()}, specs)
+    except MissingDependencyError:
+        logger.warning("onnxruntime is not installed: the exported graphs were not checked (%s)", INSTALL_HINT)
+        return {}
+    verification = verify_graphs(parts, specs, cases, run, precision=precision, where=out)
+    logger.info("self-check passed: onnxruntime vs PyTorch max relative difference %s",
+                ", ".join(f"{n} {v:.1e}" for n, v in verification.items()))
+    return verification
+
+
+def ship_runtime(out: Path, *modules: tuple[str, str]) -> None:
+    """Copy the torch-free runtime (:data:`RUNTIME_FILE`), the bookkeeping it imports and further ``modules``
+    (``(source file, name in the export)``) into an export folder."""
     shutil.copyfile(runtime.__file__, out / RUNTIME_FILE)
     shutil.copyfile(bookkeeping.__file__, out / bookkeeping.SHIPPED_NAME)  # the runtime imports it
-    manifest = write_manifest(out, backend="onnx", model=model, config=config, precision=prec, objects=k,
-                              specs=specs, files=files, opset=opset, verification=verification,
-                              extra={"runtime": RUNTIME_FILE})
-    logger.info("wrote %s", manifest)
-    return manifest
+    for src, name in modules:
+        shutil.copyfile(src, out / name)

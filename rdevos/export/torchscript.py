@@ -21,16 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from rdevos.config import InferenceConfig
-from rdevos.export.graphs import (GraphRunner, check_cases, check_export_args, default_config, example_inputs,
-                                  export_parts, graph_specs, prepare_out_dir, verify_graphs, write_manifest)
-from rdevos.export.runtime import ExportedEngine, load_manifest
+from rdevos.export.graphs import (CheckCase, GraphRunner, GraphSpec, check_cases, check_export_args, default_config,
+                                  example_inputs, export_parts, graph_specs, prepare_out_dir, verify_graphs,
+                                  write_manifest)
+from rdevos.export.runtime import ExportedEngine, ExportedPromptPredictor, load_manifest
 from rdevos.model.network import RDEVOS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_torchscript", "TorchScriptEngine", "torchscript_runner", "load_modules"]
+__all__ = ["export_torchscript", "TorchScriptEngine", "TorchScriptPromptPredictor", "write_torchscript_graphs", "check_torchscript_graphs",
+           "torchscript_runner", "load_modules"]
 
 
 def export_torchscript(model: RDEVOS, out_dir: str | Path, *, config: InferenceConfig | None = None,
@@ -48,6 +51,20 @@ def export_torchscript(model: RDEVOS, out_dir: str | Path, *, config: InferenceC
     specs = graph_specs(model.config, precision=prec, objects=k)
     parts = export_parts(model, prec)
     ex = example_inputs(parts, specs, top_k=config.top_k, objects=k)
+    files = write_torchscript_graphs(parts, ex, out)
+    verification: dict[str, float] = {}
+    if verify:
+        cases = check_cases(parts, specs, ex, top_k=config.top_k, objects=k)
+        verification = check_torchscript_graphs(parts, specs, cases, out, files, prec)
+    manifest = write_manifest(out, backend="torchscript", model=model, config=config, precision=prec, objects=k,
+                              specs=specs, files=files, verification=verification)
+    logger.info("wrote %s", manifest)
+    return manifest
+
+
+def write_torchscript_graphs(parts: Mapping[str, nn.Module], inputs: Mapping[str, tuple[torch.Tensor, ...]],
+                             out: Path) -> dict[str, str]:
+    """``torch.jit.trace`` each part on ``inputs`` and save it to ``out/<name>.pt``; returns graph name -> file."""
     files: dict[str, str] = {}
     for name, part in parts.items():
         t0 = time.perf_counter()
@@ -56,21 +73,22 @@ def export_torchscript(model: RDEVOS, out_dir: str | Path, *, config: InferenceC
             # torch >= 2.10 marks TorchScript deprecated; the format still loads in LibTorch, which is its point.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(part, ex[name], check_trace=False)
+            traced = torch.jit.trace(part, inputs[name], check_trace=False)
             torch.jit.save(traced, str(path))
         files[name] = path.name
         logger.info("traced %s in %.1f s", path, time.perf_counter() - t0)
-    verification: dict[str, float] = {}
-    if verify:
-        cases = check_cases(parts, specs, ex, top_k=config.top_k, objects=k)
-        verification = verify_graphs(parts, specs, cases, torchscript_runner({n: out / f for n, f in files.items()}),
-                                     precision=prec, where=out)
-        logger.info("self-check passed: TorchScript vs PyTorch max relative difference %s",
-                    ", ".join(f"{n} {v:.1e}" for n, v in verification.items()))
-    manifest = write_manifest(out, backend="torchscript", model=model, config=config, precision=prec, objects=k,
-                              specs=specs, files=files, verification=verification)
-    logger.info("wrote %s", manifest)
-    return manifest
+    return files
+
+
+def check_torchscript_graphs(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec],
+                             cases: Sequence[CheckCase], out: Path, files: Mapping[str, str], precision: str
+                             ) -> dict[str, float]:
+    """The self-check (:func:`~rdevos.export.graphs.verify_graphs`) on the saved graphs, loaded back."""
+    verification = verify_graphs(parts, specs, cases, torchscript_runner({n: out / f for n, f in files.items()}),
+                                 precision=precision, where=out)
+    logger.info("self-check passed: TorchScript vs PyTorch max relative difference %s",
+                ", ".join(f"{n} {v:.1e}" for n, v in verification.items()))
+    return verification
 
 
 def load_modules(paths: Mapping[str, Path], device: torch.device | str = "cpu") -> dict[str, torch.jit.ScriptModule]:
@@ -115,3 +133,26 @@ class TorchScriptEngine(ExportedEngine):
             return [o.cpu().numpy() for o in outs]
 
         super().__init__(manifest, run, top_k=top_k, mem_every=mem_every)
+
+
+class TorchScriptPromptPredictor(ExportedPromptPredictor):
+    """Prompt to mask with a prompt-model TorchScript export (``rdevos export --prompt-model M --format
+    torchscript``); same contract as :class:`rdevos.prompt.PromptPredictor`.
+
+    Args:
+        path: the export folder (or its ``manifest.json``).
+        device: where the traced graph runs.
+        keep_clicked: as :class:`~rdevos.export.runtime.ExportedPromptPredictor`.
+    """
+
+    def __init__(self, path: str | Path, *, device: torch.device | str = "cpu", keep_clicked: bool = True) -> None:
+        manifest, folder = load_manifest(path, backend="torchscript", kind="prompt")
+        dev = torch.device(device)
+        self.modules = load_modules({name: folder / g["file"] for name, g in manifest["graphs"].items()}, dev)
+
+        @torch.inference_mode()
+        def run(graph: str, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            out = self.modules[graph](*[torch.from_numpy(feeds[n]).to(dev) for n in ("image", "prompts")])
+            return [out.cpu().numpy()]
+
+        super().__init__(manifest, run, keep_clicked=keep_clicked)
