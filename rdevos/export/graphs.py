@@ -199,7 +199,12 @@ class SegmentPart(nn.Module):
 
 
 class CompressPart(nn.Module):
-    """key (1, Ck, 2, h, w), value (1, K, Cv, 2, h, w) -> new RDE key (1, Ck, 1, h, w) and value (1, K, Cv, 1, h, w)."""
+    """key (1, Ck, 2, h, w), value (1, K, Cv, 2, h, w) -> new RDE key (1, Ck, 1, h, w) and value (1, K, Cv, 1, h, w).
+
+    Computes in float32 whatever the inputs' dtype (the compressor of an fp16 export keeps fp32 weights): the
+    non-local block's unnormalised affinity overflows fp16 on real features (rdevos-lite2: NaN RDE from the first
+    update), and the compressor runs on one 1/16-resolution frame pair per memory update, so fp32 costs nothing.
+    """
 
     def __init__(self, model: RDEVOS) -> None:
         super().__init__()
@@ -209,11 +214,12 @@ class CompressPart(nn.Module):
         # MemoryCompressor.forward with batch 1 spelled out: its reshape back to (B, K, ...) leaves ONNX shape
         # inference with a wrong static dim on the output; unsqueeze keeps the declared shape exact.
         mc = self.model.mem_compress
-        new_key = mc.compress_key(mc.key_encoder(key))
-        new_value = mc.compress_value(mc.value_encoder(value[0])).unsqueeze(0)  # 1, K, Cv, 1, h, w
+        k, v = key.float(), value.float()
+        new_key = mc.compress_key(mc.key_encoder(k))
+        new_value = mc.compress_value(mc.value_encoder(v[0])).unsqueeze(0)  # 1, K, Cv, 1, h, w
         if mc.norm_match:  # ModelConfig.rde_norm
-            new_key, new_value = match_norm(new_key, key), match_norm(new_value, value)
-        return new_key, new_value
+            new_key, new_value = match_norm(new_key, k), match_norm(new_value, v)
+        return new_key.to(key.dtype), new_value.to(value.dtype)
 
 
 _PARTS: dict[str, type[nn.Module]] = {"key_encoder": KeyEncoderPart, "value_encoder": ValueEncoderPart,
@@ -225,6 +231,8 @@ def export_parts(model: RDEVOS, precision: str = "fp32") -> dict[str, nn.Module]
     net = copy.deepcopy(model).cpu().eval()
     if precision == "fp16":
         net = net.half()
+        if not model.config.single_object:
+            net.mem_compress.float()  # see CompressPart
     names = [n for n in GRAPH_NAMES if n != "compress" or not model.config.single_object]
     return {n: _PARTS[n](net).eval() for n in names}
 
@@ -282,6 +290,15 @@ def check_cases(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec], 
              f"{TRACE_SIZE[1]} with {k_trace})", ex)]
 
 
+def _error_line(e: BaseException) -> str:
+    """``Type: message`` of a runtime's error on one line (the TorchScript interpreter puts its serialized traceback
+    first and the message, already prefixed with its type, last)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [""]
+    if lines[0].startswith("The following operation failed"):
+        return lines[-1][:300]
+    return f"{type(e).__name__}: {lines[0]}"[:300]
+
+
 def max_rel_diff(got: np.ndarray, expected: torch.Tensor) -> float:
     """max |got - expected| / max(1, max |expected|), in float32."""
     ref = expected.detach().float().cpu().numpy()
@@ -313,7 +330,7 @@ def verify_graphs(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec]
             try:
                 got = list(run(name, inputs[name]))
             except Exception as e:  # onnxruntime and the TorchScript interpreter raise their own types
-                raise fail(f"it does not run ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]})") from e
+                raise fail(f"it does not run ({_error_line(e)})") from e
             if len(got) != len(expected):
                 raise fail(f"{len(got)} outputs, expected {len(expected)}")
             for out_name, a, b in zip(outputs, got, expected):

@@ -130,3 +130,28 @@ def test_export_runs_at_untraced_frame_sizes(model: str, fmt: str, exports, refe
     assert "checked against PyTorch at 64x96 and 80x112" in printed
     assert manifest["verification_sizes"] == [[64, 96], [80, 112]]
     assert max(manifest["verification_max_rel_diff"].values()) < 1e-4  # measured <= 3e-6
+
+
+@torch.no_grad()
+def test_fp16_compress_of_the_default_model_is_finite() -> None:
+    """The fp16 export's compress graph on rdevos-lite2's features of real frames: the non-local affinity overflowed
+    fp16 (NaN RDE from the first memory update, so an fp16 export failed its self-check); it now runs in fp32."""
+    from rdevos.export.graphs import export_parts
+    from rdevos.inference.preprocess import normalize, pad_divide_by
+
+    net = load_model("rdevos-lite2", device="cpu")
+    frames, mask = _clip(SIZES[0])
+    masks = pad_divide_by(torch.from_numpy(mask > 0).float()[None], 16)[0][None]
+    outs = {}
+    for prec, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
+        parts = export_parts(net, prec)
+        keys, values = [], []
+        for f in frames[:2]:
+            x = pad_divide_by(normalize(torch.from_numpy(f.copy()).permute(2, 0, 1).float() / 255), 16)[0][None]
+            feats = parts["key_encoder"](x.to(dtype))
+            keys.append(feats[0])
+            values.append(parts["value_encoder"](x.to(dtype), feats[2], masks.to(dtype))[0])
+        outs[prec] = parts["compress"](torch.stack(keys, 2), torch.stack(values, 2)[None])
+    for half, full in zip(outs["fp16"], outs["fp32"]):
+        assert half.dtype == torch.float16 and torch.isfinite(half).all()
+        assert (half.float() - full).abs().max() / full.abs().max() < 2e-2  # fp16 features in, measured ~4e-3
