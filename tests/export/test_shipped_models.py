@@ -26,8 +26,8 @@ from tests.conftest import SAMPLE, sane_init_, split_objects
 from tests.export.conftest import onnxruntime_or_skip
 
 #: Frame sizes (W, H), the bundled 480x270 clip resized: 240x135 (pads to 144x240: H/16 and W/16 odd), 333x187
-#: (192x336) and 256x144 (144x256) -- none of them the traced 64x96 or the self-check's 80x112.
-SIZES = [(240, 135), (333, 187), (256, 144)]
+#: (192x336) and 176x99 (112x176) -- none of them the traced 64x96 or the self-check's 80x112.
+SIZES = [(240, 135), (333, 187), (176, 99)]
 #: Frames per clip: the mask on frame 0, frame 1 into memory (mem_every 1: an RDE update through the compress
 #: graph), frame 2 read from the updated memory.
 FRAMES = 3
