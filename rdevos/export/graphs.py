@@ -12,6 +12,9 @@ The wrappers compute exactly what :class:`rdevos.inference.engine.InferenceEngin
 Python-level shape branches so that one trace serves any frame size and (optionally) any number of objects.
 The manifest (:data:`MANIFEST_NAME`) records the graphs' inputs/outputs with symbolic shapes, the model config,
 the inference settings and the preprocessing constants; :mod:`rdevos.export.runtime` drives the graphs from it.
+The graphs are traced on a :data:`TRACE_SIZE` frame; :func:`verify_graphs` (the export self-check) runs the written
+graphs there and at :data:`CHECK_SIZE` with another object count and top-k, so a shape the trace froze fails the
+export rather than the user's first frame.
 """
 
 from __future__ import annotations
@@ -278,10 +281,9 @@ GraphRunner = Callable[[str, Sequence[torch.Tensor]], Sequence[np.ndarray]]
 CheckCase = tuple[str, Mapping[str, Sequence[torch.Tensor]]]
 
 
-def check_cases(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec], traced: Mapping[str, Sequence[
-                torch.Tensor]], *, top_k: int, objects: int | None) -> list[CheckCase]:
-    """The self-check's inputs: the traced example, and a frame size, object count and top-k it was not traced with.
-    """
+def check_cases(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec],
+                traced: Mapping[str, Sequence[torch.Tensor]], *, top_k: int, objects: int | None) -> list[CheckCase]:
+    """The self-check's inputs: the traced example, and a frame size, object count and top-k it was not traced with."""
     ex = example_inputs(parts, specs, top_k=max(1, top_k - 1), objects=objects or CHECK_OBJECTS, size=CHECK_SIZE,
                         seed=1)
     k_trace, k_check = objects or TRACE_OBJECTS, objects or CHECK_OBJECTS
