@@ -4,7 +4,8 @@ namespace, as a user pasting them one after another would, on the bundled sample
 To keep the suite fast the clip is cut to its first 4 frames (``rdevos.io.sample.sample_clip_dir`` points at a copy of
 them); the snippets' code is not changed. The ONNX snippet needs the folder its bash line above writes
 (``rdevos export --format onnx --model model.pth -o exported``): the test writes it with that command, for a small
-random-weight model.
+random-weight model; the prompt-model snippet's folder is written by ``rdevos export --prompt-model`` of the embedded
+prompt model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.conftest import REPO, SAMPLE
 
 BLOCKS = re.findall(r"^```python\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.S | re.M)
 EXPORT = [b for b in BLOCKS if "OnnxEngine" in b]
+PROMPT_EXPORT = [b for b in BLOCKS if "OnnxPromptPredictor" in b]
 FRAMES = 4
 
 
@@ -42,13 +44,13 @@ def readme(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
         mp.chdir(work)
         ns: dict[str, Any] = {"__name__": "readme"}
         for code in BLOCKS:
-            if code not in EXPORT:
+            if code not in EXPORT and code not in PROMPT_EXPORT:
                 _run(code, ns)
     return ns, work
 
 
 def test_readme_has_the_snippets() -> None:
-    assert len(BLOCKS) >= 6 and len(EXPORT) == 1
+    assert len(BLOCKS) >= 7 and len(EXPORT) == 1 and len(PROMPT_EXPORT) == 1
 
 
 def test_readme_python_snippets_run_as_written(readme: tuple[dict[str, Any], Path]) -> None:
@@ -76,3 +78,17 @@ def test_readme_onnx_snippet_runs_as_written(readme: tuple[dict[str, Any], Path]
         (code,) = EXPORT
         _run(code, ns)
     assert ns["labels"].shape == (270, 480) and ns["labels"].dtype.kind in "ui"
+
+
+def test_readme_prompt_export_snippet_runs_as_written(readme: tuple[dict[str, Any], Path]) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'rdevos[export]')")
+    from rdevos.cli import main
+
+    ns, work = readme
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        assert main(["-q", "export", "--format", "onnx", "--prompt-model", "rdevos-prompt-lite2",
+                     "-o", "exported-prompt"]) == 0
+        (code,) = PROMPT_EXPORT
+        _run(code, ns)
+    assert ns["mask"].shape == (270, 480) and ns["mask"].dtype == bool and ns["mask"].any()
