@@ -255,6 +255,7 @@ def segment_to_folder(session: VideoSession, folder: RunFolder | str | os.PathLi
     """
     from tqdm.auto import tqdm
 
+    from rdevos.inference.pipelining import propagate_ahead
     from rdevos.io.masks import DAVIS_PALETTE, read_mask, write_mask, write_object_masks, write_probabilities
 
     rf = folder if isinstance(folder, RunFolder) else RunFolder(folder)
@@ -308,8 +309,9 @@ def segment_to_folder(session: VideoSession, folder: RunFolder | str | os.PathLi
     t0 = time.perf_counter()
     bar = tqdm(total=plan.total, initial=done, unit="frame", desc="segment", disable=not progress,
                dynamic_ncols=True)
-    frames = session.propagate(direction=direction, start=start, return_probs=save_probs, checkpoint=checkpoint,
-                               resume=resume, earlier=earlier)
+    # The engine runs a few frames ahead in a worker thread; writes, state saves and callbacks stay here, in order.
+    frames = propagate_ahead(session, direction=direction, start=start, return_probs=save_probs,
+                             checkpoint=checkpoint, resume=resume, earlier=earlier)
     try:
         for fr in frames:
             pos += 1
