@@ -188,7 +188,7 @@ def run_segment(src: Path, frames: Path, mask: Path, out: Path, threads: int, ex
                 env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     """One ``rdevos segment`` in a fresh process: wall and CPU time (children's rusage) and its printed line."""
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(threads), **(env_extra or {}))
-    cmd = [sys.executable, "-m", "rdevos", "segment", str(frames), "--mask", str(mask), "-o", str(out),
+    cmd = [sys.executable, "-m", "rdevos.cli", "segment", str(frames), "--mask", str(mask), "-o", str(out),
            "--no-progress", "--overwrite", *extra]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
