@@ -51,6 +51,9 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-object", action="store_true", help="also write OUT/objects/<id>/<frame>.png (0/255)")
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster frames)")
+    p.add_argument("--threads", type=_int_at_least(1), metavar="N",
+                   help="CPU threads for the engine (default: the cores, or OMP_NUM_THREADS); 2 or more run the key "
+                        "encoder a frame ahead in a second thread, N//2 torch threads each")
     _add_no_progress(p)
 
 
@@ -137,6 +140,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     prompts = _parse_prompts(args)
 
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # split between the engine's stages by rdevos.device.thread_plan
     source = open_frames(args.input)
     masks = _parse_masks(args, source.names) if args.mask or args.masks_dir else []
     read = [(idx, f, validate_mask(f, source.size, name=f"mask {f}")) for idx, f in masks]
