@@ -109,6 +109,8 @@ def instrument(timer: StageTimer) -> None:
     timer.wrap(frames.FolderSource, "_read", "decode")
     timer.wrap(frames.VideoSource, "_to_array", "decode")
     timer.wrap(engine.InferenceEngine, "step", "engine")
+    if hasattr(engine.InferenceEngine, "encode"):  # preprocessing + key encoder, a frame ahead with 2 threads
+        timer.wrap(engine.InferenceEngine, "encode", "key encoder")
     for fn in ("to_image_tensor", "normalize", "resize_image", "pad_divide_by"):
         timer.wrap(engine, fn, "preprocess (to float, normalise, resize, pad)")
     timer.wrap(engine.InferenceEngine, "probs_to_labels", "labels (argmax)")
