@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rdevos.errors import UsageError
+from rdevos.errors import RDEVOSError, UsageError
 from rdevos.cli._common import (_PRESET_HELP, _VIDEO_SUFFIXES, EXIT_OK, PRESETS, _add_device, _add_memory_options,
                                 _add_model, _add_no_progress, _add_precision, _command, _inference_config,
                                 _int_at_least, _non_negative_int, _peak_rss_mib, check_device, check_input_dir,
@@ -23,7 +23,9 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         sub, "segment", _cmd_segment, help="segment objects through a video or a folder of frames",
         description="Propagate object masks through a video. INPUT is a folder of frames (jpg/png/webp, natural "
                     "order), a video file (mp4/mov/mkv/avi/webm) or a stream URL. Writes one palette PNG per frame "
-                    "into OUT as each frame is done; re-running into OUT resumes. Masks may be palette, greyscale "
+                    "into OUT as each frame is done; re-running into OUT resumes (and adds outputs asked for then); "
+                    "rdevos never overwrites or deletes a file in OUT that it did not write. "
+                    "Masks may be palette, greyscale "
                     "or colour PNGs (black = background; DAVIS palette colours keep their index, other colours "
                     "are numbered by first appearance, row by row).")
     p.add_argument("input", help="frame folder, video file or stream URL")
@@ -47,9 +49,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                         "both passes reach take each object from the nearer mask)")
     p.add_argument("--overlay", type=Path, metavar="MP4", help="write an H.264 mp4 with coloured masks over the frames")
     p.add_argument("--gif", type=Path, help="write a small animated GIF preview")
-    p.add_argument("--save-probs", action="store_true", help="also store soft masks (OUT/probs/*.npz)")
-    p.add_argument("--per-object", action="store_true", help="also write OUT/objects/<id>/<frame>.png (0/255)")
-    p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    p.add_argument("--save-probs", action="store_true",
+                   help="also store soft masks (OUT/probs/*.npz; not for the fused frames of --direction both)")
+    p.add_argument("--per-object", action="store_true",
+                   help="also write OUT/objects/<id>/<frame>.png (0/255), every object on every frame")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again instead of resuming: delete the files the earlier run in OUT wrote (only those)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster frames)")
     p.add_argument("--threads", type=_int_at_least(1), metavar="N",
                    help="CPU threads for the engine (default: the cores, or OMP_NUM_THREADS); 2 or more run the key "
@@ -144,6 +149,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)  # split between the engine's stages by rdevos.device.thread_plan
     source = open_frames(args.input)
     masks = _parse_masks(args, source.names) if args.mask or args.masks_dir else []
+    _check_output_folder(args, source, [f for _, f in masks])
     read = [(idx, f, validate_mask(f, source.size, name=f"mask {f}")) for idx, f in masks]
     _log_mask_objects(read)
     prompt_labels = None
@@ -157,8 +163,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         for oid in prompts:
             logger.info("object %d from the prompt on frame %d: %d pixels", oid, args.prompt_frame,
                         int((prompt_labels == oid).sum()))
-    if not args.overwrite and out.is_dir() and not (out / ".rdevos-run.json").exists() and any(out.glob("*.png")):
-        raise UsageError(f"-o {out} already holds PNG files from another tool; use --overwrite or another folder")
     model = load_model(args.model, device=device)
     config = _inference_config(args, args.preset, args.precision or default_precision(device).value, model)
     if args.compile:
@@ -183,13 +187,19 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                                 info={"input": args.input, "settings": config.to_dict()},
                                 progress=not args.no_progress)
     except RunFolderError as e:
-        raise UsageError(f"-o {e}; use --overwrite to replace them or choose another folder") from None
+        raise UsageError(f"-o {e}" + ("; --overwrite deletes that run's results (only the files it wrote), or write "
+                                      "to another folder" if e.other_run else "")) from None
+    except OSError as e:  # a full disk, an I/O error: the file it hit, and that nothing is lost
+        if e.filename is None:
+            raise
+        raise RDEVOSError(f"{e.strerror or e}: {e.filename} (the results so far are kept: run the same command "
+                          "again to resume)") from None
+    restored = f"{', '.join(res.restored[:5])}{', ...' if len(res.restored) > 5 else ''}"
     if res.complete_already:
         logger.info("%s is complete already; nothing to do (use --overwrite to redo)", out)
-    elif res.restored:
-        print(f"restored {len(res.restored)} missing mask(s) of the finished run in {out}: "
-              f"{', '.join(res.restored[:5])}{', ...' if len(res.restored) > 5 else ''} "
-              f"({res.frames} frames computed, existing masks left as they are)")
+    elif not res.ran:
+        print(f"restored the missing outputs of {len(res.restored)} frame(s) of the finished run in {out}: {restored} "
+              f"({res.frames} frames computed, the other outputs left as they are)")
     else:
         dt, n = res.seconds, res.frames
         mem = f"peak RSS {_peak_rss_mib():.0f} MiB"
@@ -197,11 +207,45 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             mem += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
         how = f" (resumed the {res.resumed.direction.value} pass after frame {res.resumed.frame})" if res.resumed \
             else ""
-        print(f"wrote {res.written} masks to {out} in {dt:.1f} s{how} ({n / max(dt, 1e-9):.2f} frames/s, {mem})")
+        filled = f"; made the missing outputs of {len(res.restored)} earlier frame(s)" if res.restored else ""
+        print(f"wrote {res.written} frames to {out} in {dt:.1f} s{how} ({n / max(dt, 1e-9):.2f} frames/s, "
+              f"{mem}){filled}")
 
     if args.overlay or args.gif:
         _write_previews(args, source, out, palette)
     return EXIT_OK
+
+
+def _check_output_folder(args: argparse.Namespace, source: object, masks: Sequence[Path]) -> None:
+    """Before any work: -o must not hold this run's inputs, image files rdevos did not write, or a running run;
+    --overlay/--gif must not be an input."""
+    from rdevos.inference.runs import RunFolder, RunFolderError
+
+    rf = RunFolder(args.output)
+    try:
+        rf.refuse_inputs(getattr(source, "files", None) or (), "input frame")
+        rf.refuse_inputs(masks, "mask")
+    except RunFolderError as e:
+        raise UsageError(f"-o: {e}") from None
+    if args.overwrite or rf.read_meta() is None:  # a new run (a resume may share its folder with other files)
+        try:
+            rf.refuse_foreign()
+        except RunFolderError as e:
+            raise UsageError(f"-o {e}") from None
+    rf.refuse_busy()
+    inputs = [Path(args.input), *masks] if os.path.isfile(args.input) else list(masks)
+    for opt, target in (("--overlay", args.overlay), ("--gif", args.gif)):
+        clash = next((f for f in inputs if target is not None and _same_file(target, f)), None)
+        if clash is not None:
+            raise UsageError(f"{opt} {target} is the input {clash}: writing it would replace it; give another name")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (also through a symlink, a relative path or a hard link)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def _write_previews(args: argparse.Namespace, source: object, out: Path, palette: Sequence[int]) -> None:
@@ -323,6 +367,9 @@ def _cmd_mask(args: argparse.Namespace) -> int:
     if args.id > 255:
         raise UsageError(f"--id {args.id}: object ids are 1..255")
     check_output_file(args.output, "-o/--output", (".png",))
+    if _same_file(args.output, args.frame):
+        raise UsageError(f"-o {args.output} is the input image {args.frame}: writing the mask would replace it; give "
+                         "another file name")
     check_device(args.device)
     if not args.box and not args.point:
         raise UsageError("no prompt given: pass --box X0,Y0,X1,Y1 and/or --point X,Y")

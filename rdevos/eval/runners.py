@@ -280,10 +280,10 @@ def _segment_sequence(model: object, src: FolderSource, config: InferenceConfig,
     keep = None if required is None else required.__contains__
     try:
         res = segment_to_folder(sess, RunFolder(partial), signature=sig, palette=palette, write=keep)
-    except RunFolderError as e:
+    except RunFolderError as e:  # the partial folder is run-dataset's own: all of it goes
         logger.info("%s: %s; starting the sequence again", identity["sequence"], e)
-        res = segment_to_folder(sess, RunFolder(partial), signature=sig, palette=palette, write=keep,
-                                overwrite=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        res = segment_to_folder(sess, RunFolder(partial), signature=sig, palette=palette, write=keep)
     if res.resumed is not None:
         logger.info("%s: resumed the %s pass after frame %d", identity["sequence"], res.resumed.direction.value,
                     res.resumed.frame)
