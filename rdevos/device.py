@@ -119,17 +119,19 @@ def thread_plan(threads: int | None = None) -> ThreadPlan:
     """The engine's thread policy for a run (``rdevos segment``, :func:`~rdevos.inference.runs.segment_to_folder`).
 
     ``threads`` (default: ``torch.get_num_threads()``, i.e. the cores, ``OMP_NUM_THREADS`` or what
-    ``torch.set_num_threads``/``--threads`` set): 1 gives one stage with one torch thread; ``n >= 2`` gives two
-    stages (the key encoder a frame ahead in its own thread) with ``n // 2`` torch threads each, never one stage with
-    ``n`` torch threads. On a 2-core machine that is two single-threaded stages: they need no lock-step between
-    the cores, while a 2-thread operation waits at every barrier for its slower thread, so on a busy machine two
-    torch threads ran the embedded model 3x slower than one (Intel Xeon, 2 cores, load ~12; the README's speed
-    section has the numbers). Whether the second stage pays is measured while the run goes
-    (:class:`~rdevos.inference.pipelining.StageChooser`); it never changes the results.
+    ``torch.set_num_threads``/``--threads`` set): up to 3 give one stage with one torch thread (the engine's thread,
+    which also decodes the frames, while the caller's thread writes the results); 4 or more give two stages (the key encoder a frame ahead
+    in its own thread) with ``threads // 2`` torch threads each. Never one stage with several torch threads: such an
+    operation waits at every barrier for its slowest thread, and on a busy 2-core machine two torch threads ran the
+    embedded model 1.3-3.4x slower than one (Intel Xeon, load 3-13). Two single-threaded stages did not pay there
+    either: ``rdevos segment`` took 106 and 89 s with them against 86 and 75 s with one stage (100 frames, 480p,
+    load 5-12; the README's speed section has the numbers), so 2 threads run as one stage. Whether the second
+    stage pays is also measured while a run goes (:class:`~rdevos.inference.pipelining.StageChooser`); it never
+    changes the results.
     """
     import torch
 
     n = torch.get_num_threads() if threads is None else int(threads)
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
-    return ThreadPlan(n, 1, 1) if n == 1 else ThreadPlan(n, 2, n // 2)
+    return ThreadPlan(n, 1, 1) if n < 4 else ThreadPlan(n, 2, n // 2)

@@ -115,11 +115,12 @@ def test_closing_stops_the_worker_and_closes_its_generator() -> None:
 # ------------------------------------------------------------------------------------------------ thread policy
 def test_thread_plan_never_gives_one_stage_several_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert thread_plan(1) == ThreadPlan(1, 1, 1)
-    assert thread_plan(2) == ThreadPlan(2, 2, 1)
-    assert thread_plan(3) == ThreadPlan(3, 2, 1)
+    assert thread_plan(2) == ThreadPlan(2, 1, 1)  # measured on 2 busy cores: a second stage did not pay
+    assert thread_plan(3) == ThreadPlan(3, 1, 1)
+    assert thread_plan(4) == ThreadPlan(4, 2, 2)
     assert thread_plan(16) == ThreadPlan(16, 2, 8)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    assert thread_plan() == ThreadPlan(4, 2, 2)  # default: torch's threads (cores, OMP_NUM_THREADS, --threads)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 5)
+    assert thread_plan() == ThreadPlan(5, 2, 2)  # default: torch's threads (cores, OMP_NUM_THREADS, --threads)
     with pytest.raises(ValueError, match=">= 1"):
         thread_plan(0)
 
@@ -197,11 +198,11 @@ def test_pipelined_run_writes_the_same_bytes_as_the_sequential_one(tiny_model: R
     s = _session(tiny_model, clip)
     sig = run_signature(source="clip", annotations=s.annotations(), config=s.config, direction=direction)
     kw = dict(signature=sig, direction=direction, save_probs=True, per_object=True)
-    torch.set_num_threads(1)  # sequential: the caller's one torch thread
+    torch.set_num_threads(2)  # sequential: the caller's two torch threads
     monkeypatch.setenv(PIPELINE_ENV, "0")
     seq = segment_to_folder(s, tmp_path / "seq", **kw)
     assert where["step"] == {threading.main_thread().name}
-    torch.set_num_threads(2)  # pipelined: two stages of one torch thread each
+    torch.set_num_threads(4)  # pipelined: two stages of two torch threads each
     monkeypatch.delenv(PIPELINE_ENV)
     where["encode"].clear()
     where["step"].clear()
@@ -210,11 +211,35 @@ def test_pipelined_run_writes_the_same_bytes_as_the_sequential_one(tiny_model: R
         threading.current_thread().name), **kw)
     assert where["step"] == {"rdevos-engine"} and "rdevos-encoder" in where["encode"]
     assert set(seen) == {threading.main_thread().name}  # callbacks stay in the caller's thread
-    assert torch.get_num_threads() == 2  # the caller's torch threads are left as they were
+    assert torch.get_num_threads() == 4  # the caller's torch threads are left as they were
     assert (pipe.frames, pipe.written, pipe.done) == (seq.frames, seq.written, seq.done)
     a, b = _files(tmp_path / "seq"), _files(tmp_path / "pipe")
     assert len(a) > 8 and a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_two_threads_run_one_stage_with_the_same_bytes_as_one_thread(tiny_model: RDEVOS, clip, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     one_torch_thread: None) -> None:
+    names: set[str] = set()
+    real = InferenceEngine.encode
+
+    def spy(self, *a, **k):  # type: ignore[no-untyped-def]
+        names.add(threading.current_thread().name)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(InferenceEngine, "encode", spy)
+    s = _session(tiny_model, clip)
+    sig = run_signature(source="clip", annotations=s.annotations(), config=s.config)
+    torch.set_num_threads(1)
+    monkeypatch.setenv(PIPELINE_ENV, "0")
+    segment_to_folder(s, tmp_path / "seq", signature=sig)
+    monkeypatch.delenv(PIPELINE_ENV)
+    torch.set_num_threads(2)
+    names.clear()
+    segment_to_folder(_session(tiny_model, clip), tmp_path / "pipe", signature=sig)
+    assert names == {"rdevos-engine"}  # no second stage: the engine's one thread encodes
+    assert _files(tmp_path / "seq") == _files(tmp_path / "pipe")
 
 
 def test_a_write_error_stops_the_run_at_that_frame_and_the_resume_is_identical(tiny_model: RDEVOS, clip,
@@ -250,7 +275,7 @@ def test_a_corrupt_frame_is_reported_by_name_from_the_encoder_thread(tiny_model:
     mask = np.asarray(Image.open(SAMPLE / "first_mask.png"))
     s = VideoSession(tiny_model, frames, InferenceConfig(resolution=None, precision="fp32"))
     s.add_mask(0, mask)
-    torch.set_num_threads(2)
+    torch.set_num_threads(4)  # two stages: the frames are decoded in the encoder thread
     with pytest.raises(InputError, match="00006.jpg"):
         segment_to_folder(s, tmp_path / "out", signature="x")
     assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == [f"{i:05d}" for i in range(6)]
@@ -258,7 +283,7 @@ def test_a_corrupt_frame_is_reported_by_name_from_the_encoder_thread(tiny_model:
 
 def test_closing_a_pipelined_propagation_early_stops_its_threads(tiny_model: RDEVOS, clip,
                                                                   one_torch_thread: None) -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(4)
     before = set(threading.enumerate())
     frames = propagate_ahead(_session(tiny_model, clip), depth=2)
     first = next(frames)
@@ -269,7 +294,7 @@ def test_closing_a_pipelined_propagation_early_stops_its_threads(tiny_model: RDE
 
 
 def test_a_killed_run_resumes_to_byte_identical_pngs(tiny_model: RDEVOS, tmp_path: Path) -> None:
-    """``rdevos segment`` killed with SIGKILL mid-run (pipelined: 2 threads), then run again."""
+    """``rdevos segment`` killed with SIGKILL mid-run (pipelined, two stages), then run again."""
     frames = tmp_path / "frames"
     frames.mkdir()
     src = sorted((SAMPLE / "frames").glob("*.jpg"))
@@ -277,7 +302,7 @@ def test_a_killed_run_resumes_to_byte_identical_pngs(tiny_model: RDEVOS, tmp_pat
         k = i % 48
         shutil.copy(src[k if k < 25 else 48 - k], frames / f"{i:05d}.jpg")
     ckpt = save_checkpoint(tiny_model, tmp_path / "tiny.pt")
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="4")
     cmd = [sys.executable, "-m", "rdevos.cli", "-q", "segment", str(frames), "--mask", str(SAMPLE / "first_mask.png"),
            "--model", str(ckpt), "--precision", "fp32", "--mem-every", "3", "--resolution", "native", "--no-progress"]
     subprocess.run([*cmd, "-o", str(tmp_path / "clean")], env=env, check=True, capture_output=True)
