@@ -57,8 +57,9 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                    help="start again instead of resuming: delete the files the earlier run in OUT wrote (only those)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster frames)")
     p.add_argument("--threads", type=_int_at_least(1), metavar="N",
-                   help="CPU threads for the engine (default: the cores, or OMP_NUM_THREADS); 2 or more run the key "
-                        "encoder a frame ahead in a second thread, N//2 torch threads each")
+                   help="CPU threads for the engine (default: the cores, or OMP_NUM_THREADS): up to 3 run it in one "
+                        "thread (results are written from another), 4 or more run the key encoder a frame ahead in "
+                        "a second thread, N//2 torch threads each")
     _add_no_progress(p)
 
 
