@@ -198,7 +198,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objects", type=_objects_spec, default="dynamic",
                    help="a fixed number of objects K in the graphs' shapes, or 'dynamic' (any number)")
     p.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default 17)")
-    p.add_argument("--preset", default="modelscope", choices=PRESETS,
+    p.add_argument("--preset", default=None, choices=PRESETS,
                    help="inference settings recorded in the manifest: " + _PRESET_HELP.split(": ", 1)[1])
     _add_memory_options(p)
 

@@ -145,10 +145,9 @@ def load_prompt_model(model: str | os.PathLike[str] | None = None) -> PromptNet:
     from rdevos.hub.registry import resolve_prompt_weights  # noqa: PLC0415
 
     path = resolve_prompt_weights(model)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read prompt model {path}: {type(e).__name__}: {e}") from e
+    from rdevos.hub.convert import read_tensors  # noqa: PLC0415
+
+    ckpt = read_tensors(path, "prompt model")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an rdevos prompt-model checkpoint (no format={CHECKPOINT_FORMAT!r})")
     try:

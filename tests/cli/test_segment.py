@@ -435,3 +435,27 @@ def test_the_summary_counts_frames(tmp_path: Path, ckpt: Path, short_clip: Path,
     assert _seg(short_clip, "--mask", f"{MASK}@3", "-o", out, "--model", ckpt, "--direction", direction) == 0
     assert f"wrote {frames} frames to {out} in " in capsys.readouterr().out
     assert len(list(out.glob("*.png"))) == frames
+
+
+def test_a_named_preset_wins_over_the_model_defaults(tmp_path: Path, tiny_model: RDEVOS, short_clip: Path) -> None:
+    """Issue 25 (6): '--preset davis2017' was ignored with a model that has its own settings (the default model)."""
+    ckpt = save_checkpoint(tiny_model, tmp_path / "own.pt", inference={"resolution": 96, "top_k": 7, "mem_every": 5})
+    args = ["-q", "segment", short_clip, "--mask", MASK, "--model", ckpt, "--no-progress", "--precision", "fp32"]
+
+    def settings(out: str, *more: str) -> dict:
+        assert main([*map(str, args), "-o", str(tmp_path / out), *more]) == 0
+        return json.loads((tmp_path / out / ".rdevos-run.json").read_text())["settings"]
+
+    s = settings("named", "--preset", "davis2017")
+    assert (s["top_k"], s["mem_every"], s["resolution"]) == (40, 3, None)
+    s = settings("explicit", "--preset", "davis2017", "--mem-every", "2", "--resolution", "64")
+    assert (s["top_k"], s["mem_every"], s["resolution"]) == (40, 2, 64)
+    s = settings("own")  # no preset named: the model's own settings
+    assert (s["top_k"], s["mem_every"], s["resolution"]) == (7, 5, 96)
+
+
+def test_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["segment", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: modelscope)" not in text  # the model's own settings are the default
+    assert "for the embedded model short side 480, top-k 20, every 5th frame" in text
