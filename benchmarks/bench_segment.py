@@ -194,7 +194,8 @@ def run_segment(src: Path, frames: Path, mask: Path, out: Path, threads: int, ex
            "--no-progress", "--overwrite", *extra]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # cwd=src: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=src)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
@@ -209,7 +210,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     srcs = {"new": Path(args.src).resolve()}
     if args.baseline_src:
         srcs = {"baseline": Path(args.baseline_src).resolve(), **srcs}
-    variants = [(name, th) for name in srcs for th in args.threads]
+    variants = [(name, th) for th in args.threads for name in srcs]  # each thread count: baseline, new
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     outs = Path(tempfile.mkdtemp(prefix="rdevos-bench-cmp-"))
     try:
