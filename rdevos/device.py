@@ -123,11 +123,11 @@ def thread_plan(threads: int | None = None) -> ThreadPlan:
     which also decodes the frames, while the caller's thread writes the results); 4 or more give two stages (the key encoder a frame ahead
     in its own thread) with ``threads // 2`` torch threads each. Never one stage with several torch threads: such an
     operation waits at every barrier for its slowest thread, and on a busy 2-core machine two torch threads ran the
-    embedded model 1.3-3.4x slower than one (Intel Xeon, load 3-13). Two single-threaded stages did not pay there
-    either: ``rdevos segment`` took 106 and 89 s with them against 86 and 75 s with one stage (100 frames, 480p,
-    load 5-12; the README's speed section has the numbers), so 2 threads run as one stage. Whether the second
-    stage pays is also measured while a run goes (:class:`~rdevos.inference.pipelining.StageChooser`); it never
-    changes the results.
+    embedded model 1.3-3.4x slower than one, and ``rdevos segment`` with them took 3.2x the wall time of one
+    engine thread (Intel Xeon, load 3-13). Two single-threaded stages did not pay there either (the stage chooser
+    measured them slower, end to end they were within the machine's noise; the README's speed section has the
+    numbers), so 2 threads run as one stage. Whether the second stage pays is also measured while a run goes
+    (:class:`~rdevos.inference.pipelining.StageChooser`); it never changes the results.
     """
     import torch
 
