@@ -56,6 +56,10 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start again instead of resuming: delete the files the earlier run in OUT wrote (only those)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster frames)")
+    p.add_argument("--threads", type=_int_at_least(1), metavar="N",
+                   help="CPU threads for the engine (default: the cores, or OMP_NUM_THREADS): up to 3 run it in one "
+                        "thread (results are written from another), 4 or more run the key encoder a frame ahead in "
+                        "a second thread, N//2 torch threads each")
     _add_no_progress(p)
 
 
@@ -156,6 +160,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     prompts = _parse_prompts(args)  # the syntax now; the ids once the masks are read
 
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # split between the engine's stages by rdevos.device.thread_plan
     source = open_frames(args.input)
     n_frames = source.num_frames
     masks = _parse_masks(args, source.names, n_frames) if args.mask or args.masks_dir else []

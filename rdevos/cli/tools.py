@@ -44,6 +44,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", action="store_true", help="also measure the reference implementation")
     p.add_argument("--max-reference-length", type=_positive_int, default=400,
                    help="longest video for the O(T) reference")
+    p.add_argument("--peers", action="store_true",
+                   help="also SAM 2.1-tiny/small and Cutie-small/base with random weights, same clip, masks and "
+                        "settings (CPU, fp32; needs pip install 'rdevos[peers]')")
     p.add_argument("--timeout", type=_positive_float, default=None, help="seconds per configuration")
     p.add_argument("-o", "--output", type=Path, help="write the results as JSON")
     p.add_argument("--plot", type=Path, help="PNG of s/frame and peak memory against length (needs rdevos[bench])")
@@ -68,11 +71,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         check_output_file(args.plot, "--plot", (".png",))
         bench.require_matplotlib()  # fail before minutes of measuring
+    if args.peers:
+        bench.require_peers()
     report = bench.run_bench(
         resolutions=args.resolutions, lengths=args.lengths, precisions=args.precision, devices=args.device,
         objects=args.objects, model=args.model, reference=args.reference, top_k=args.top_k,
         mem_every=args.mem_every, warmup=args.warmup, threads=args.threads,
-        max_reference_length=args.max_reference_length, timeout=args.timeout, progress=not args.no_progress)
+        max_reference_length=args.max_reference_length, timeout=args.timeout, peers=args.peers,
+        progress=not args.no_progress)
     print(bench.format_bench_table(report))
     if args.output:
         print(f"wrote {report.write_json(args.output)}")

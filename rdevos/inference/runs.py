@@ -654,6 +654,7 @@ def _run(session: VideoSession, rf: RunFolder, out: _Writer, plan: PropagationPl
     """The run itself, from the start or after the saved state: each result written as it comes."""
     from tqdm.auto import tqdm
 
+    from rdevos.inference.pipelining import propagate_ahead
     from rdevos.io.masks import read_mask
 
     resume: RunState | None = None
@@ -687,8 +688,9 @@ def _run(session: VideoSession, rf: RunFolder, out: _Writer, plan: PropagationPl
     t0 = time.perf_counter()
     bar = tqdm(total=plan.total, initial=done, unit="frame", desc="segment", disable=not progress,
                dynamic_ncols=True)
-    frames = session.propagate(direction=direction, start=start, return_probs=save_probs, checkpoint=checkpoint,
-                               resume=resume, earlier=earlier)
+    # The engine runs a few frames ahead in a worker thread; writes, state saves and callbacks stay here, in order.
+    frames = propagate_ahead(session, direction=direction, start=start, return_probs=save_probs,
+                             checkpoint=checkpoint, resume=resume, earlier=earlier)
     try:
         for fr in frames:
             pos += 1
@@ -730,6 +732,7 @@ def _complete(session: VideoSession, rf: RunFolder, out: _Writer, result: RunRes
               *, direction: Direction, start: int | None, fresh: bool,
               should_stop: Callable[[], bool] | None) -> None:
     """Give a finished run every output asked for: per-object PNGs from the masks, the rest computed again."""
+    from rdevos.inference.pipelining import propagate_ahead
     from rdevos.io.masks import read_mask
 
     need = rf.missing_outputs(expected.names, probs=expected.probs, object_ids=expected.object_ids)
@@ -746,8 +749,9 @@ def _complete(session: VideoSession, rf: RunFolder, out: _Writer, result: RunRes
     if need:
         logger.info("%s: %d frame(s) lack outputs (%s%s): computing them again", rf.path, len(need),
                     ", ".join(sorted(need)[:5]), ", ..." if len(need) > 5 else "")
-        frames = session.propagate(direction=direction, start=start,
-                                   return_probs=any("probs" in k for k in need.values()))
+        # As the run computed them (the same threads, so the same bytes)
+        frames = propagate_ahead(session, direction=direction, start=start,
+                                 return_probs=any("probs" in k for k in need.values()))
         try:
             for fr in frames:  # earlier=None: the forward results of fused frames come from this propagation
                 result.frames += fr.final

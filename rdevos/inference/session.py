@@ -15,6 +15,7 @@ import torch
 from rdevos.config import InferenceConfig
 from rdevos.errors import InputError
 from rdevos.inference.engine import InferenceEngine
+from rdevos.inference.pipelining import encode_ahead
 from rdevos.inference.plan import Direction, PropagationPlan, plan_propagation
 from rdevos.inference.runs import RunState
 from rdevos.io.frames import FrameSource, open_frames
@@ -297,7 +298,7 @@ class VideoSession:
             if state is not None:
                 eng.load_state_dict(state)
             last = p.frames()[-1] if p.end is not None else None
-            for idx, name, image in self._frames(frames):
+            for idx, name, image in encode_ahead(eng, self._frames(frames)):  # a thread ahead: see pipelining
                 m = self._mask_for(idx)
                 prob = eng.step(image, m[0] if m else None, objects=m[1] if m else None, is_last=idx == last)
                 if p.gives(idx):
