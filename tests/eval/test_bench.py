@@ -93,9 +93,10 @@ def test_table_shows_ratio_to_reference_and_cpu_flags() -> None:
 
 def test_peers_without_their_extra_fail_naming_it(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    for module in ("sam2", "sam2.build_sam", "cutie", "cutie.inference", "cutie.inference.inference_core"):
+    for module in ("sam2", "sam2.build_sam", "cutie", "cutie.inference", "cutie.inference.inference_core",
+                   "hydra"):
         monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
-    with pytest.raises(InputError, match=r"extra 'peers' \(missing: sam2, rf-cutie\).*pip install 'rdevos\[peers\]'"):
+    with pytest.raises(InputError, match=r"extra 'peers' \(missing: sam2, rf-cutie, hydra-core\).*pip install 'rdevos\[peers\]'"):
         bench.require_peers()
     assert main(["-q", "bench", "--lengths", "2", "--peers"]) == 1  # before anything is measured
     err = capsys.readouterr().err
