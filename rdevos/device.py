@@ -119,19 +119,20 @@ def thread_plan(threads: int | None = None) -> ThreadPlan:
     """The engine's thread policy for a run (``rdevos segment``, :func:`~rdevos.inference.runs.segment_to_folder`).
 
     ``threads`` (default: ``torch.get_num_threads()``, i.e. the cores, ``OMP_NUM_THREADS`` or what
-    ``torch.set_num_threads``/``--threads`` set): up to 3 give one stage with one torch thread (the engine's thread,
-    which also decodes the frames, while the caller's thread writes the results); 4 or more give two stages (the key encoder a frame ahead
-    in its own thread) with ``threads // 2`` torch threads each. Never one stage with several torch threads: such an
+    ``torch.set_num_threads``/``--threads`` set): 1 gives one stage with one torch thread; 2 or 3 give two stages
+    (the key encoder, with the frame decoding, a frame ahead in its own thread) with one torch thread each; 4 or more
+    two stages with ``threads // 2`` torch threads each. Never one stage with several torch threads: such an
     operation waits at every barrier for its slowest thread, and on a busy 2-core machine two torch threads ran the
-    embedded model 1.3-3.4x slower than one, and ``rdevos segment`` with them took 3.2x the wall time of one
-    engine thread (Intel Xeon, load 3-13). Two single-threaded stages did not pay there either (the stage chooser
-    measured them slower, end to end they were within the machine's noise; the README's speed section has the
-    numbers), so 2 threads run as one stage. Whether the second stage pays is also measured while a run goes
-    (:class:`~rdevos.inference.pipelining.StageChooser`); it never changes the results.
+    embedded model 1.3-3.4x slower than one (Intel Xeon, load 3-13). Two single-threaded stages need no lock-step:
+    on the quiet 2-core Xeon they ran a frame in 0.377 s against 0.499 s for one stage (one torch thread: 1.32x),
+    and where they do not pay (a busy machine) :class:`~rdevos.inference.pipelining.StageChooser`, which times both
+    modes while a run goes, falls back to one stage. The mode never changes the results.
     """
     import torch
 
     n = torch.get_num_threads() if threads is None else int(threads)
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
-    return ThreadPlan(n, 1, 1) if n < 4 else ThreadPlan(n, 2, n // 2)
+    if n == 1:
+        return ThreadPlan(1, 1, 1)
+    return ThreadPlan(n, 2, n // 2)  # 2 or 3 threads: one torch thread a stage

@@ -115,8 +115,8 @@ def test_closing_stops_the_worker_and_closes_its_generator() -> None:
 # ------------------------------------------------------------------------------------------------ thread policy
 def test_thread_plan_never_gives_one_stage_several_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert thread_plan(1) == ThreadPlan(1, 1, 1)
-    assert thread_plan(2) == ThreadPlan(2, 1, 1)  # measured on 2 busy cores: a second stage did not pay
-    assert thread_plan(3) == ThreadPlan(3, 1, 1)
+    assert thread_plan(2) == ThreadPlan(2, 2, 1)  # two single-threaded stages: 1.32x on the quiet 2-core Xeon
+    assert thread_plan(3) == ThreadPlan(3, 2, 1)
     assert thread_plan(4) == ThreadPlan(4, 2, 2)
     assert thread_plan(16) == ThreadPlan(16, 2, 8)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 5)
@@ -218,7 +218,7 @@ def test_pipelined_run_writes_the_same_bytes_as_the_sequential_one(tiny_model: R
     assert [k for k in a if a[k] != b[k]] == []
 
 
-def test_two_threads_run_one_stage_with_the_same_bytes_as_one_thread(tiny_model: RDEVOS, clip, tmp_path: Path,
+def test_two_threads_run_two_single_threaded_stages_with_the_same_bytes_as_one_thread(tiny_model: RDEVOS, clip, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      one_torch_thread: None) -> None:
     names: set[str] = set()
@@ -238,8 +238,9 @@ def test_two_threads_run_one_stage_with_the_same_bytes_as_one_thread(tiny_model:
     torch.set_num_threads(2)
     names.clear()
     segment_to_folder(_session(tiny_model, clip), tmp_path / "pipe", signature=sig)
-    assert names == {"rdevos-engine"}  # no second stage: the engine's one thread encodes
-    assert _files(tmp_path / "seq") == _files(tmp_path / "pipe")
+    assert names - {"rdevos-engine"}, names  # a second stage encoded (ahead) at least while it was timed
+    assert torch.get_num_threads() == 2  # the caller's setting is left as it was
+    assert _files(tmp_path / "seq") == _files(tmp_path / "pipe")  # each stage computed with one torch thread
 
 
 def test_a_write_error_stops_the_run_at_that_frame_and_the_resume_is_identical(tiny_model: RDEVOS, clip,
