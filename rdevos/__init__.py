@@ -23,8 +23,8 @@ from rdevos.hub import DEFAULT_MODEL, load_model, resolve_weights, save_checkpoi
 from rdevos.inference.engine import InferenceEngine
 from rdevos.inference.pipeline import masks_visualization, pipeline
 from rdevos.inference.plan import Direction, PropagationPlan, plan_propagation
-from rdevos.inference.runs import (RunFolder, RunFolderError, RunProgress, RunResult, RunState, run_signature,
-                                   segment_to_folder)
+from rdevos.inference.runs import (RunFolder, RunFolderBusy, RunFolderError, RunProgress, RunResult, RunState,
+                                   run_signature, segment_to_folder)
 from rdevos.inference.session import SegmentedFrame, VideoSession
 from rdevos.io.atomic import atomic_path, atomic_write
 from rdevos.io.frames import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FolderSource, FrameSource, VideoSource,
@@ -48,7 +48,8 @@ __all__ = [
     "PropagationPlan", "plan_propagation", "RunFolder", "RunFolderError", "RunProgress", "RunResult", "RunState",
     "run_signature", "segment_to_folder", "atomic_write", "atomic_path", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
     "FrameSource", "FolderSource", "VideoSource", "natural_sort_key", "open_frames", "DAVIS_PALETTE", "LabelMask",
-    "as_label_mask", "read_mask", "write_mask", "write_object_masks", "write_probabilities", *_LAZY,
+    "as_label_mask", "read_mask", "write_mask", "write_object_masks", "write_probabilities", "RunFolderBusy",
+    *_LAZY,
 ]
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ModelConfig", "InferenceConfig", "MemoryMode", "MemorySchedule", "Precision", "PRESETS"]
 
@@ -207,14 +210,38 @@ class InferenceConfig:
         return cls(**d)
 
     @classmethod
-    def for_model(cls, model_defaults: Mapping[str, Any] | None = None, preset: str = "modelscope",
+    def for_model(cls, model_defaults: Mapping[str, Any] | None = None, preset: str | None = None,
                   **overrides: Any) -> InferenceConfig:
-        """The preset, then a model's own defaults (``RDEVOS.inference_defaults``, e.g. the resolution it was
-        trained at), then ``overrides`` (the caller's explicit settings)."""
-        config = cls.preset(preset)
-        if model_defaults:
-            config = config.replace(**model_defaults)
-        return config.replace(**overrides) if overrides else config
+        """The inference settings in effect: the one precedence rule of rdevos (CLI, ``pipeline()``,
+        ``run-dataset``, export), from the strongest:
+
+        1. ``overrides``: what the caller sets explicitly (``--top-k``, ``pipeline(top_k=...)``, ...);
+        2. ``preset``: a preset the user names (:data:`PRESETS`); it replaces the model's defaults as a whole;
+        3. ``model_defaults``: the model's own settings (``RDEVOS.inference_defaults``, e.g. the resolution it was
+           trained at; the embedded model: short side 480, top-k 20, memory every 5th frame);
+        4. the library defaults, :class:`InferenceConfig` ``()``: ModelScope's (short side 480, top-k 20, memory
+           every 4th frame).
+
+        The result is logged (INFO) with where each setting came from.
+        """
+        if preset is not None:
+            config, source = cls.preset(preset), f"preset {preset}"
+        elif model_defaults:
+            config, source = cls().replace(**model_defaults), "the model's defaults"
+        else:
+            config, source = cls(), "the library defaults (ModelScope's)"
+        if overrides:
+            config = config.replace(**overrides)
+        shown = {"resolution": "native" if config.resolution is None else config.resolution, "top_k": config.top_k,
+                 "mem_every": config.mem_every, "schedule": config.schedule.value}
+        explicit = sorted(k for k in overrides if k in shown)
+        replaced = {k: v for k, v in (model_defaults or {}).items()
+                    if preset is not None and k not in overrides and getattr(config, k) != v}
+        logger.info("inference settings: %s (from %s%s)%s", ", ".join(f"{k} {v}" for k, v in shown.items()), source,
+                    f"; set explicitly: {', '.join(explicit)}" if explicit else "",
+                    f"; instead of the model's own {', '.join(f'{k} {v}' for k, v in replaced.items())}"
+                    if replaced else "")
+        return config
 
     @classmethod
     def preset(cls, name: str) -> InferenceConfig:

@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -14,7 +15,8 @@ from rdevos.config import Precision
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["resolve_device", "cpu_has_fast_bf16", "default_precision", "tune_cpu_allocator"]
+__all__ = ["resolve_device", "cpu_has_fast_bf16", "default_precision", "tune_cpu_allocator", "ThreadPlan",
+           "thread_plan"]
 
 #: Environment variable that turns :func:`tune_cpu_allocator` off (``0``).
 ALLOCATOR_ENV = "RDEVOS_MALLOC_TUNING"
@@ -65,6 +67,11 @@ def tune_cpu_allocator() -> bool:
     the embedded model on CPU, the same peak RSS (AMD EPYC, 1 thread; ``benchmarks/bench_allocator.py``). Freed
     memory stays with the process (as with a caching allocator) instead of going back to the system.
 
+    Threads share the one heap (``M_ARENA_MAX`` 1): glibc gives each new thread its own arena otherwise, whose
+    64 MiB heaps are mapped and unmapped as a 480p frame's tensors come and go, so the engine's worker threads
+    (:mod:`rdevos.inference.pipelining`) page-faulted some 80 MB a frame again; with one arena they fault none.
+    Call it before threads that allocate tensors start.
+
     Process-wide, once; Linux with glibc only. ``RDEVOS_MALLOC_TUNING=0`` turns it off. Returns whether it is on.
     """
     global _allocator_tuned
@@ -78,11 +85,54 @@ def tune_cpu_allocator() -> bool:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-        ok = mallopt(m_mmap_threshold, _ALLOCATOR_BYTES) == 1 and mallopt(m_trim_threshold, _ALLOCATOR_BYTES) == 1
+        m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # <malloc.h>
+        ok = mallopt(m_mmap_threshold, _ALLOCATOR_BYTES) == 1 and mallopt(m_trim_threshold, _ALLOCATOR_BYTES) == 1 \
+            and mallopt(m_arena_max, 1) == 1
     except (OSError, AttributeError) as exc:
         logger.debug("CPU allocator tuning unavailable: %s", exc)
         return False
     _allocator_tuned = bool(ok)
-    logger.debug("CPU allocator tuning: glibc mmap/trim thresholds %s", "1 GiB" if ok else "unchanged (mallopt failed)")
+    logger.debug("CPU allocator tuning: glibc mmap/trim thresholds %s", "1 GiB, one arena" if ok
+                 else "unchanged (mallopt failed)")
     return _allocator_tuned
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How a run's engine uses the CPU threads it is given (see :func:`thread_plan`).
+
+    Attributes:
+        threads: the threads it was given.
+        stages: 1: one thread runs the whole engine; 2: the key encoder (with the frame decoding) runs a frame
+            ahead in a second thread, overlapping the memory read and decoder of the frame before.
+        intra_op: torch threads (``torch.set_num_threads``) of each stage's thread: the same in both, so every
+            operation computes with the same number of threads whichever thread runs it (results can depend on it
+            in the last bits).
+    """
+
+    threads: int
+    stages: int
+    intra_op: int
+
+
+def thread_plan(threads: int | None = None) -> ThreadPlan:
+    """The engine's thread policy for a run (``rdevos segment``, :func:`~rdevos.inference.runs.segment_to_folder`).
+
+    ``threads`` (default: ``torch.get_num_threads()``, i.e. the cores, ``OMP_NUM_THREADS`` or what
+    ``torch.set_num_threads``/``--threads`` set): 1 gives one stage with one torch thread; 2 or 3 give two stages
+    (the key encoder, with the frame decoding, a frame ahead in its own thread) with one torch thread each; 4 or more
+    two stages with ``threads // 2`` torch threads each. Never one stage with several torch threads: such an
+    operation waits at every barrier for its slowest thread, and on a busy 2-core machine two torch threads ran the
+    embedded model 1.3-3.4x slower than one (Intel Xeon, load 3-13). Two single-threaded stages need no lock-step:
+    on the quiet 2-core Xeon they ran a frame in 0.377 s against 0.499 s for one stage (one torch thread: 1.32x),
+    and where they do not pay (a busy machine) :class:`~rdevos.inference.pipelining.StageChooser`, which times both
+    modes while a run goes, falls back to one stage. The mode never changes the results.
+    """
+    import torch
+
+    n = torch.get_num_threads() if threads is None else int(threads)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    if n == 1:
+        return ThreadPlan(1, 1, 1)
+    return ThreadPlan(n, 2, n // 2)  # 2 or 3 threads: one torch thread a stage

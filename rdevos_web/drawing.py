@@ -18,8 +18,8 @@ from rdevos import overlay_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PALETTE", "palette_colour", "hex_to_rgb", "colour_distance", "overlay", "stroke_mask", "apply_stroke",
-           "MIN_COLOUR_DISTANCE"]
+__all__ = ["PALETTE", "palette_colour", "hex_to_rgb", "colour_distance", "object_palette", "overlay", "stroke_mask",
+           "apply_stroke", "MIN_COLOUR_DISTANCE"]
 
 #: Default object colours: far apart from each other and from black, each with a name shown next to its swatch.
 PALETTE: list[tuple[str, str]] = [
@@ -64,22 +64,32 @@ def colour_distance(a: str, b: str) -> float:
     return float(np.linalg.norm(np.subtract(hex_to_rgb(a), hex_to_rgb(b))))
 
 
+def object_palette(colours: Mapping[int, str], ids: Sequence[int] = range(1, 256)) -> list[int]:
+    """Flat 768-entry palette: label ``k`` of ``ids`` in ``colours[k]`` (default: palette colour ``k - 1``)."""
+    palette = [0] * 768
+    for obj_id in ids:
+        if 0 < int(obj_id) < 256:
+            r, g, b = hex_to_rgb(colours.get(int(obj_id), palette_colour(int(obj_id) - 1)[1]))
+            palette[3 * int(obj_id): 3 * int(obj_id) + 3] = [r, g, b]
+    return palette
+
+
+def without(labels: np.ndarray, hidden: Sequence[int]) -> np.ndarray:
+    """``labels`` with the objects ``hidden`` set to background (a new array only when some are)."""
+    if not len(hidden):
+        return labels
+    return np.where(np.isin(labels, list(hidden)), 0, labels).astype(np.uint8)
+
+
 def overlay(image: np.ndarray, labels: np.ndarray | None, colours: Mapping[int, str],
             hidden: Sequence[int] = ()) -> np.ndarray:
     """The frame with each visible object blended in its colour and outlined (hidden objects are not drawn)."""
     if labels is None:
         return image
-    labels = np.asarray(labels)
-    if hidden:
-        labels = np.where(np.isin(labels, list(hidden)), 0, labels).astype(np.uint8)
+    labels = without(np.asarray(labels), hidden)
     if not labels.any():
         return image
-    palette = [0] * 768
-    for obj_id in np.unique(labels):
-        if obj_id:
-            r, g, b = hex_to_rgb(colours.get(int(obj_id), palette_colour(int(obj_id) - 1)[1]))
-            palette[3 * obj_id: 3 * obj_id + 3] = [r, g, b]
-    return overlay_image(image, labels, palette)
+    return overlay_image(image, labels, object_palette(colours, [int(v) for v in np.unique(labels) if v]))
 
 
 def stroke_mask(shape: tuple[int, int], points: Sequence[Sequence[float]], radius: float) -> np.ndarray:

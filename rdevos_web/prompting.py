@@ -2,7 +2,8 @@
 
 A prompt belongs to one object on one frame: a box, then + / - clicks that refine it. The page keeps the prompt so
 far (:class:`PromptState`) and sends each new box or click; :meth:`PromptService.apply` turns the whole prompt into
-the object's mask and writes the frame's mask file at once, so the mask is shown (and kept) as the user goes.
+the object's mask on that frame and stores it at once (only that object's mask changes), so the mask is shown (and
+kept) as the user goes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rdevos import InputError
-from rdevos_web.jobs import Job
+from rdevos_web.store import Job
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +74,18 @@ class PromptService:
 
     def apply(self, job: Job, state: PromptState | None, frame: int, obj: int, *,
               box: tuple[float, float, float, float] | None = None,
-              point: tuple[float, float, bool] | None = None) -> tuple[PromptState, np.ndarray]:
+              point: tuple[float, float, bool] | None = None) -> tuple[PromptState, bool]:
         """Add a box (which starts the prompt afresh) or a click to the prompt of ``obj`` on ``frame``.
 
-        The frame's mask becomes its current mask (the user's, else the run's result) with ``obj`` replaced by the
-        prompt's mask; it is written as the frame's user mask.
+        The prompt's mask becomes ``obj``'s mask on the frame (:meth:`Job.edit_object_mask`): the other objects'
+        masks there, the user's or the run's, are unchanged.
 
         Returns:
-            The new prompt state and the frame's new label map.
+            The prompt state and whether the mask changed. A click that leaves the mask as it was (one the model
+            ignores) is not kept: the state returned is the one before it.
         Raises:
             InputError: the prompt is not usable (outside the frame, a minus click with nothing to remove, an empty
-                result); the frame's mask is then unchanged.
+                result), or the job's masks cannot change now (a run is in progress); the mask is then unchanged.
         """
         if state is None or not state.matches(job.id, frame, obj):
             state = PromptState(job.id, frame, obj)
@@ -93,12 +95,10 @@ class PromptService:
             new = PromptState(job.id, frame, obj, state.box, [*state.points, point])
         else:
             raise InputError("draw a box or click on the object")
-        base = job.annotation(frame)
-        if base is None:
-            base = job.result(frame)
+        shown, _ = job.shown(frame)
         prev = None
-        if new.box is None and base is not None and (base == obj).any():
-            prev = base == obj  # clicks without a box refine the object's current mask
+        if new.box is None and shown is not None and (shown == obj).any():
+            prev = shown == obj  # clicks without a box refine the object's current mask
         if new.box is None and prev is None and not any(p[2] for p in new.points):
             raise InputError("a minus click removes part of an object's mask, and this object has none on this "
                              "frame yet: draw a box around it or click on it first")
@@ -108,9 +108,7 @@ class PromptService:
         logger.debug("prompt on job %s frame %d object %d: %.2f s", job.id, frame, obj, time.perf_counter() - t0)
         if not mask.any():
             raise InputError("the prompt gave an empty mask: draw the box around the object or click on it")
-        h, w = image.shape[:2]
-        labels = np.zeros((h, w), np.uint8) if base is None else base.copy()
-        labels[labels == obj] = 0
-        labels[mask] = obj
-        job.set_annotation(frame, labels)
-        return new, labels
+        what = "box" if box is not None else "click"
+        if not job.edit_object_mask(frame, obj, mask, what=what):
+            return (new if box is not None else state), False  # a box stays the prompt; an idle click is dropped
+        return new, True

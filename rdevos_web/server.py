@@ -7,7 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rdevos_web.jobs import JobManager, RunSettings, WorkFolder
+from rdevos_web.runner import JobManager, model_problem
+from rdevos_web.store import RunSettings
+from rdevos_web.uploads import WorkFolder
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +44,9 @@ class ServeOptions:
 
 
 def model_note(settings: RunSettings) -> str:
-    """A warning for the page when the default model cannot be found (empty when it can)."""
-    from rdevos import DEFAULT_MODEL, ModelNotFoundError, resolve_weights
-
-    model = settings.model
-    if model is not None and model != DEFAULT_MODEL:
-        if os.path.exists(model) or "://" in model or not model.endswith((".pt", ".pth", "/")):
-            return ""  # URLs, ModelScope ids: resolved (maybe downloaded) by the first run, which reports errors
-        return f"**Model not available:** the checkpoint {model} does not exist."
-    try:
-        resolve_weights(model, progress=False)  # the embedded model: a file check, no download
-    except ModelNotFoundError as e:
-        return f"**Model not available:** {e} Enter a checkpoint path above."
-    return ""
+    """A warning for the page when the default model cannot be used (empty when it can)."""
+    problem = model_problem(settings.model)
+    return f"**Model not available:** {problem}" if problem else ""
 
 
 def serve(options: ServeOptions) -> None:

@@ -24,10 +24,13 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 PRESETS = ("modelscope", "davis2017", "davis2016", "youtubevos")
 _PRESET_HELP = ("inference settings: modelscope (short side 480, top-k 20, memory every 4th frame), davis2017/"
                 "davis2016 (native size, top-k 40, every 3rd), youtubevos (short side 480, top-k 20, 4 frames "
-                "after the last memory frame)")
-_TOP_K_HELP = "memory entries each query pixel reads (top-k of the affinity; default: preset)"
-_MEM_EVERY_HELP = "add a frame to the memory every N frames (default: preset)"
-_RESOLUTION_HELP = "short side to resize the frames to (>= 16), or 'native' (default: model's, else preset)"
+                "after the last memory frame). A named preset replaces the model's own settings; --resolution, "
+                "--top-k and --mem-every override both (default: the model's own settings, for the embedded model "
+                "short side 480, top-k 20, every 5th frame; for a checkpoint without settings, modelscope)")
+_TOP_K_HELP = "memory entries each query pixel reads (top-k of the affinity; default: the preset's, else the model's)"
+_MEM_EVERY_HELP = "add a frame to the memory every N frames (default: the preset's, else the model's)"
+_RESOLUTION_HELP = ("short side to resize the frames to (>= 16), or 'native' (default: the preset's, else the "
+                    "model's)")
 _DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 _NO_PROGRESS_HELP = "no progress bar"
 _VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi")
@@ -35,8 +38,35 @@ _VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi")
 
 
 # ---------------------------------------------------------------------------------------------------- checks
+#: Options whose values may start with a minus sign (``--box -50,-20,100,80``: a box reaching past the left edge).
+_SIGNED_VALUE_OPTIONS = ("--box", "--point")
+_SIGNED_VALUE = re.compile(r"^-(\d|\.\d)")
+
+
+def _join_signed_values(args: Sequence[str]) -> list[str]:
+    """``--box -50,...`` -> ``--box=-50,...``: argparse takes a value starting with '-' for an option."""
+    out: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a in _SIGNED_VALUE_OPTIONS:
+            nxt = next(it, None)
+            if nxt is not None and _SIGNED_VALUE.match(nxt):
+                out.append(f"{a}={nxt}")
+                continue
+            out.append(a)
+            if nxt is not None:
+                out.append(nxt)
+            continue
+        out.append(a)
+    return out
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``rdevos: error: ... (see 'rdevos segment --help')``, exit status 2."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        return super().parse_known_args(_join_signed_values(sys.argv[1:] if args is None else args), namespace)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"rdevos: error: {message} (see '{self.prog} --help')\n")
@@ -243,15 +273,13 @@ def _peak_rss_mib() -> float:
     return ru / 1024 if sys.platform != "darwin" else ru / (1024 * 1024)
 
 
-def _inference_config(args: argparse.Namespace, preset: str, precision: str, model: RDEVOS | None = None
+def _inference_config(args: argparse.Namespace, preset: str | None, precision: str, model: RDEVOS | None = None
                       ) -> InferenceConfig:  # --resolution/--top-k/--mem-every were checked by argparse
-    """The preset, then the model's own inference defaults (e.g. its training resolution), then the command
-    line's --resolution/--top-k/--mem-every and the precision."""
+    """:meth:`InferenceConfig.for_model`'s rule: the command line's --resolution/--top-k/--mem-every and the
+    precision, then the named ``preset`` (``None``: none named), then the model's own inference defaults."""
     from rdevos.config import InferenceConfig, Precision
 
     defaults = model.inference_defaults if model is not None else None
-    if defaults:
-        logger.info("model inference defaults: %s", defaults)
     changes: dict[str, object] = {"precision": Precision(precision)}
     if args.resolution is not None:
         changes["resolution"] = None if args.resolution == "native" else int(args.resolution)

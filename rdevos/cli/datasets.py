@@ -73,7 +73,10 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
     p = _command(
         sub, "run-dataset", _cmd_run_dataset, help="segment every sequence of a dataset (resumable, shardable)",
         description="Segment a DAVIS / YouTube-VOS / generic dataset into OUT/<seq>/<frame>.png with the dataset's "
-                    "official preset. Finished sequences are skipped on re-runs. Under torchrun (or with --shard "
+                    "official preset (DAVIS: native size, top-k 40, memory every 3rd frame; YouTube-VOS: short side "
+                    "480, top-k 20, 4 frames after the last memory frame; it replaces the model's own settings; a "
+                    "generic dataset has none and uses the model's). --resolution, --top-k and --mem-every override "
+                    "it. Finished sequences are skipped on re-runs. Under torchrun (or with --shard "
                     "I/N) each process takes a deterministic share of the sequences.")
     p.add_argument("--dataset", choices=["davis2016", "davis2017", "youtubevos", "generic"], default="davis2017",
                    help="dataset layout and preset: DAVIS (JPEGImages/480p, Annotations/480p, ImageSets), "
@@ -95,7 +98,7 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
                         "frames given as input)")
     _add_device(p)
     _add_precision(p, "fp32", "fp32 reproduces the reference numerics")
-    _add_memory_options(p, "override the preset's short side (>= 16), or 'native'")
+    _add_memory_options(p, "short side (>= 16) or 'native' instead of the preset's")
     p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
                    help="run shard I of N (default: RANK/WORLD_SIZE)")
     p.add_argument("--all-frames-root", type=Path, default=None,

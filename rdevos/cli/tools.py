@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rdevos.errors import UsageError
-from rdevos.cli._common import (_PRESET_HELP, EXIT_ERROR, EXIT_OK, PRESETS, _add_device, _add_memory_options,
-                                _add_model, _add_no_progress, _add_precision, _choice, _command, _csv_of, _device,
-                                _inference_config, _non_negative_int, _objects_spec, _port, _positive_float,
-                                _positive_int, _resolution, check_device, check_input_file, check_output_dir,
-                                check_output_file)
+from rdevos.cli._common import (_MODEL_HELP, _PRESET_HELP, EXIT_ERROR, EXIT_OK, PRESETS, _add_device,
+                                _add_memory_options, _add_model, _add_no_progress, _add_precision, _choice, _command,
+                                _csv_of, _device, _inference_config, _non_negative_int, _objects_spec, _port,
+                                _positive_float, _positive_int, _resolution, check_device, check_input_file,
+                                check_output_dir, check_output_file)
 
 
 # ---------------------------------------------------------------------------------------------------- bench
@@ -44,6 +44,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", action="store_true", help="also measure the reference implementation")
     p.add_argument("--max-reference-length", type=_positive_int, default=400,
                    help="longest video for the O(T) reference")
+    p.add_argument("--peers", action="store_true",
+                   help="also SAM 2.1-tiny/small and Cutie-small/base with random weights, same clip, masks and "
+                        "settings (CPU, fp32; needs pip install 'rdevos[peers]')")
     p.add_argument("--timeout", type=_positive_float, default=None, help="seconds per configuration")
     p.add_argument("-o", "--output", type=Path, help="write the results as JSON")
     p.add_argument("--plot", type=Path, help="PNG of s/frame and peak memory against length (needs rdevos[bench])")
@@ -68,11 +71,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         check_output_file(args.plot, "--plot", (".png",))
         bench.require_matplotlib()  # fail before minutes of measuring
+    if args.peers:
+        bench.require_peers()
     report = bench.run_bench(
         resolutions=args.resolutions, lengths=args.lengths, precisions=args.precision, devices=args.device,
         objects=args.objects, model=args.model, reference=args.reference, top_k=args.top_k,
         mem_every=args.mem_every, warmup=args.warmup, threads=args.threads,
-        max_reference_length=args.max_reference_length, timeout=args.timeout, progress=not args.no_progress)
+        max_reference_length=args.max_reference_length, timeout=args.timeout, peers=args.peers,
+        progress=not args.no_progress)
     print(bench.format_bench_table(report))
     if args.output:
         print(f"wrote {report.write_json(args.output)}")
@@ -178,37 +184,70 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- export
+#: Options of ``rdevos export`` that only a video model (--model) has: dest -> option as written.
+_VOS_ONLY = {"objects": "--objects", "preset": "--preset", "resolution": "--resolution", "top_k": "--top-k",
+             "mem_every": "--mem-every"}
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = _command(
-        sub, "export", _cmd_export, help="export the per-frame graphs to ONNX or TorchScript",
+        sub, "export", _cmd_export, help="export the per-frame graphs (or the prompt model) to ONNX or TorchScript",
         description="Write the key encoder, value encoder, segment (memory read + decoder) and compress (RDE "
                     "update) graphs with dynamic frame size, and manifest.json with the settings and "
-                    "preprocessing. Run an ONNX export without torch: rdevos.export.OnnxEngine(OUT) "
-                    "(pip install 'rdevos[export]').")
+                    "preprocessing. Before it reports success, the export runs the written graphs at a frame size, "
+                    "object count and top-k they were not traced with and compares them with PyTorch (exit 1 if "
+                    "they differ). Run an ONNX export without torch: rdevos.export.OnnxEngine(OUT) "
+                    "(pip install 'rdevos[export]'). With --prompt-model: the box/click-to-mask model instead, "
+                    "run with rdevos.export.OnnxPromptPredictor(OUT).")
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True, help="graph format")
-    _add_model(p, None)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help=f"video model to export: {_MODEL_HELP}")
+    which.add_argument("--prompt-model", metavar="MODEL",
+                       help="export the prompt (box/click to mask) model instead: rdevos-prompt-lite2 (the embedded "
+                            "one), a checkpoint path or URL")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     _add_precision(p, "fp32", "weights and activations", ("fp32", "fp16"))
-    p.add_argument("--objects", type=_objects_spec, default="dynamic",
-                   help="a fixed number of objects K in the graphs' shapes, or 'dynamic' (any number)")
+    p.add_argument("--objects", type=_objects_spec, default=None,
+                   help="a fixed number of objects K in the graphs' shapes, or 'dynamic' (any number; the default)")
     p.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default 17)")
-    p.add_argument("--preset", default="modelscope", choices=PRESETS,
+    p.add_argument("--preset", default=None, choices=PRESETS,
                    help="inference settings recorded in the manifest: " + _PRESET_HELP.split(": ", 1)[1])
     _add_memory_options(p)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from rdevos.export import export_model
-    from rdevos.hub import load_model
+    import json
 
     if args.opset is not None and args.format != "onnx":
         raise UsageError(f"--opset is for ONNX exports only (got --format {args.format})")
+    if args.prompt_model is not None:
+        given = [opt for dest, opt in _VOS_ONLY.items() if getattr(args, dest) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for video models (--model); "
+                             "a prompt model has none")
     check_output_dir(args.output, "-o/--output")
-    model = load_model(args.model, device="cpu")
-    config = _inference_config(args, args.preset, args.precision, model)
-    manifest = export_model(model, args.output, format=args.format, config=config, precision=args.precision,
-                            objects=args.objects, opset=args.opset)
-    print(f"wrote {args.format} export ({args.precision}, objects {args.objects}) to {manifest.parent}")
+    if args.prompt_model is not None:
+        from rdevos.export import export_prompt_model
+        from rdevos.prompt import load_prompt_model
+
+        net = load_prompt_model(args.prompt_model)
+        manifest = export_prompt_model(net, args.output, format=args.format, precision=args.precision,
+                                       opset=args.opset)
+        what = f"prompt-model {args.format} export ({args.precision})"
+    else:
+        from rdevos.export import export_model
+        from rdevos.hub import load_model
+
+        model = load_model(args.model, device="cpu")
+        config = _inference_config(args, args.preset, args.precision, model)
+        objects = args.objects or "dynamic"
+        manifest = export_model(model, args.output, format=args.format, config=config, precision=args.precision,
+                                objects=objects, opset=args.opset)
+        what = f"{args.format} export ({args.precision}, objects {objects})"
+    sizes = json.loads(manifest.read_text()).get("verification_sizes")
+    checked = (f"checked against PyTorch at {' and '.join(f'{h}x{w}' for h, w in sizes)}" if sizes else
+               "NOT checked: onnxruntime is not installed")
+    print(f"wrote {what} to {manifest.parent} ({checked})")
     return EXIT_OK
 
 

@@ -38,12 +38,18 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BenchConfig", "BenchRow", "BenchReport", "MemoryProbe", "run_bench", "measure", "bench_clip",
            "frame_order", "random_model", "emit", "peak_rss_mib", "reference_script", "require_matplotlib",
+           "require_peers", "PEERS",
            "plot_report", "format_bench_table", "parse_int_list"]
 
 #: Marks the result line a child process prints on stdout (the rest of its output is ignored).
 RESULT_PREFIX = "RDEVOS_BENCH_RESULT "
-IMPLS = ("rdevos", "reference")
+#: Peers measured by ``--peers`` (random weights: their weights cannot be downloaded here): package, config.
+PEERS: dict[str, tuple[str, str]] = {"sam2.1-tiny": ("sam2", "configs/sam2.1/sam2.1_hiera_t.yaml"),
+                                     "sam2.1-small": ("sam2", "configs/sam2.1/sam2.1_hiera_s.yaml"),
+                                     "cutie-small": ("cutie", "small"), "cutie-base": ("cutie", "base")}
+IMPLS = ("rdevos", "reference", *PEERS)
 PRECISIONS = ("fp32", "bf16", "fp16")
+PEERS_HINT = "pip install 'rdevos[peers]'"
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,90 @@ def random_model(seed: int = 0) -> Any:
     return net.eval()
 
 
+# ------------------------------------------------------------------------------------------------ peers
+def require_peers() -> None:
+    """Raise InputError naming the ``peers`` extra if SAM 2 (``sam2``) or Cutie (``rf-cutie``) is missing."""
+    import importlib.util
+
+    missing = []
+    for pkg, module in (("sam2", "sam2.build_sam"), ("rf-cutie", "cutie.inference.inference_core"),
+                        ("hydra-core", "hydra")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            missing.append(pkg)
+    if missing:
+        raise InputError(f"--peers needs the optional extra 'peers' (missing: {', '.join(missing)}): {PEERS_HINT}")
+
+
+def _peer_video(c: BenchConfig, frames: list[np.ndarray], labels: np.ndarray) -> Any:
+    """``video(n) -> (wall s, CPU s)`` of one peer on the first ``n`` frames of the looped clip, random weights."""
+    import tempfile
+
+    import torch
+    from PIL import Image
+
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    package, config = PEERS[c.impl]
+    ids = list(range(1, c.objects + 1))
+    GlobalHydra.instance().clear()  # importing sam2 initialises hydra with its own configs
+    if package == "cutie":
+        from cutie.model.utils import resnet
+
+        for name in ("resnet18", "resnet50"):  # random weights: no ImageNet download
+            make = getattr(resnet, name)
+            setattr(resnet, name, lambda pretrained=True, _make=make, **kw: _make(pretrained=False, **kw))
+        from cutie.inference.inference_core import InferenceCore
+        from cutie.model.cutie import CUTIE
+
+        with initialize_config_module(version_base="1.3.2", config_module="cutie.config"):
+            # Cutie's DAVIS-2017 settings (memory every 5th frame, at most 5 memory frames, no long-term memory)
+            cfg = compose(config_name="eval_config", overrides=[f"model={config}", "mem_every=5",
+                                                                  "use_long_term=False"])
+        torch.manual_seed(c.seed)
+        net = CUTIE(cfg).eval()
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+        mask = torch.from_numpy(labels.astype(np.int64))
+
+        @torch.inference_mode()
+        def video(n: int) -> tuple[float, float]:
+            proc = InferenceCore(net, cfg=cfg)
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i, j in enumerate(frame_order(len(frames), n)):
+                image = (torch.from_numpy(frames[j]).permute(2, 0, 1).float() / 255 - mean) / std
+                prob = proc.step(image, mask if i == 0 else None, objects=ids if i == 0 else None,
+                                 end=i == n - 1)
+                prob.argmax(0).to(torch.uint8)
+            return time.perf_counter() - t0, time.process_time() - c0
+
+        return video
+    from sam2.build_sam import build_sam2_video_predictor
+
+    GlobalHydra.instance().clear()
+    initialize_config_module("sam2", version_base="1.2")  # what importing sam2 does (its configs)
+    torch.manual_seed(c.seed)
+    predictor = build_sam2_video_predictor(config, ckpt_path=None, device=c.device)
+
+    def video(n: int) -> tuple[float, float]:
+        with tempfile.TemporaryDirectory(prefix="rdevos-bench-sam2-") as d:
+            for i, j in enumerate(frame_order(len(frames), n)):  # the predictor reads a folder of JPEGs
+                Image.fromarray(frames[j]).save(f"{d}/{i:05d}.jpg", quality=95)
+            state = predictor.init_state(video_path=d)  # loads and resizes every frame first (not timed)
+        for k in ids:
+            predictor.add_new_mask(state, frame_idx=0, obj_id=k, mask=labels == k)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _idx, _ids, logits in predictor.propagate_in_video(state):
+            (logits > 0).cpu()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    return video
+
+
 # ------------------------------------------------------------------------------------------------ child side
 def measure(config: BenchConfig) -> BenchRow:
     """Run one rdevos configuration in this process and measure it (call it in a fresh process).
@@ -301,6 +391,8 @@ def measure(config: BenchConfig) -> BenchRow:
     c = config
     if c.threads:
         torch.set_num_threads(c.threads)
+    if c.impl in PEERS:
+        return _measure_peer(c)
     device = resolve_device(c.device)
     if c.model is None:
         torch.manual_seed(c.seed)
@@ -337,6 +429,22 @@ def measure(config: BenchConfig) -> BenchRow:
                     fps=c.length / secs, cpu_s_per_frame=cpu_secs / c.length, **probe.result(),
                     cuda_max_allocated_mib=torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
                     memory_bank_mib=bank / 2**20, threads=torch.get_num_threads(), pid=os.getpid())
+
+
+def _measure_peer(c: BenchConfig) -> BenchRow:
+    import torch
+
+    frames, labels = bench_clip(c.resolution, c.objects)
+    video = _peer_video(c, frames, labels)
+    if c.warmup:
+        video(min(c.warmup, c.length))
+    probe = MemoryProbe()
+    secs, cpu_secs = video(c.length)
+    h, w = labels.shape
+    return BenchRow(impl=c.impl, device=c.device, precision=c.precision, resolution=c.resolution, length=c.length,
+                    objects=c.objects, height=h, width=w, seconds=secs, s_per_frame=secs / c.length,
+                    fps=c.length / secs, cpu_s_per_frame=cpu_secs / c.length, **probe.result(),
+                    threads=torch.get_num_threads(), pid=os.getpid())
 
 
 def emit(row: BenchRow) -> None:
@@ -397,7 +505,7 @@ def run_bench(*, resolutions: Sequence[int], lengths: Sequence[int], precisions:
               devices: Sequence[str] = ("cpu",), objects: int = 2, model: str | None = None,
               reference: bool = False, top_k: int = 40, mem_every: int = 3, warmup: int = 3,
               threads: int | None = None, max_reference_length: int = 400, timeout: float | None = None,
-              progress: bool = True) -> BenchReport:
+              peers: bool = False, progress: bool = True) -> BenchReport:
     """Measure every (device, precision, resolution, length), each in a fresh process.
 
     Args:
@@ -411,6 +519,8 @@ def run_bench(*, resolutions: Sequence[int], lengths: Sequence[int], precisions:
         warmup: frames of an untimed warm-up video before each timed one.
         threads: torch threads in each child (default: torch's default, which follows ``OMP_NUM_THREADS``).
         timeout: seconds per configuration; a configuration that exceeds it is reported with an error.
+        peers: also run SAM 2.1-tiny/small and Cutie-small/base (:data:`PEERS`, random weights) on the same clip,
+            mask and settings, on CPU in fp32 (needs the ``peers`` extra: ``sam2`` and ``rf-cutie``).
     Returns:
         A :class:`BenchReport`; failed configurations are rows with ``error`` set.
     """
@@ -440,6 +550,8 @@ def run_bench(*, resolutions: Sequence[int], lengths: Sequence[int], precisions:
         devs.append(str(dev))
     bench_clip(min(resolutions), objects)  # fails fast if the objects do not fit
     script = reference_script() if reference else None
+    if peers:
+        require_peers()
 
     params: int | None = None
     if model is None:
@@ -474,6 +586,13 @@ def run_bench(*, resolutions: Sequence[int], lengths: Sequence[int], precisions:
             if skipped:
                 notes.append(f"reference not run for lengths {skipped} (> --max-reference-length "
                              f"{max_reference_length}; its memory grows with the video)")
+    if peers:
+        configs += [BenchConfig(impl=name, device="cpu", precision="fp32", resolution=r, length=n,
+                                **common)  # type: ignore[arg-type]
+                    for name in PEERS for r in resolutions for n in sorted(lengths)]
+        notes.append("peers: SAM 2.1 (PyPI sam2, video predictor: frames resized to 1024x1024 inside, loading not "
+                     "timed) and Cutie (PyPI rf-cutie, InferenceCore: memory every 5th frame, at most 5 memory "
+                     "frames, its own top-k 30) with random weights, on CPU in fp32, same clip and masks")
     rows = []
     for c in tqdm(configs, desc="bench", unit="config", disable=not progress):
         logger.info("running %s %s %s %dp x %d frames", c.impl, c.device, c.precision, c.resolution, c.length)
@@ -499,7 +618,7 @@ def run_bench(*, resolutions: Sequence[int], lengths: Sequence[int], precisions:
 # ------------------------------------------------------------------------------------------------ output
 def format_bench_table(report: BenchReport) -> str:
     """A plain-text table of the rows (one line per configuration)."""
-    head = f"{'impl':<10}{'device':<8}{'prec':<6}{'size':>10}{'frames':>8}{'s/frame':>10}{'fps':>8}" \
+    head = f"{'impl':<13}{'device':<8}{'prec':<6}{'size':>10}{'frames':>8}{'s/frame':>10}{'fps':>8}" \
            f"{'CPU s/fr':>10}{'peak RSS':>11}{'video peak':>12}{'CUDA peak':>11}{'x ref':>7}"
     ref = {(r.resolution, r.length): r.s_per_frame for r in report.rows
            if r.impl == "reference" and r.error is None and r.s_per_frame}
@@ -509,15 +628,15 @@ def format_bench_table(report: BenchReport) -> str:
 
     def speedup(r: BenchRow) -> str:
         base = ref.get((r.resolution, r.length))
-        return f"{base / r.s_per_frame:.2f}" if base and r.impl == "rdevos" and r.s_per_frame else "-"
+        return f"{base / r.s_per_frame:.2f}" if base and r.impl != "reference" and r.s_per_frame else "-"
 
     lines = [f"model: {report.model}", head]
     for r in report.rows:
         size = f"{r.width}x{r.height}" if r.width else f"{r.resolution}p"
         if r.error:
-            lines.append(f"{r.impl:<10}{r.device:<8}{r.precision:<6}{size:>10}{r.length:>8}  failed: {r.error}")
+            lines.append(f"{r.impl:<13}{r.device:<8}{r.precision:<6}{size:>10}{r.length:>8}  failed: {r.error}")
             continue
-        lines.append(f"{r.impl:<10}{r.device:<8}{r.precision:<6}{size:>10}{r.length:>8}{r.s_per_frame:>10.3f}"
+        lines.append(f"{r.impl:<13}{r.device:<8}{r.precision:<6}{size:>10}{r.length:>8}{r.s_per_frame:>10.3f}"
                      f"{r.fps:>8.2f}{r.cpu_s_per_frame or 0:>10.3f}{mib(r.peak_rss_mib):>11}"
                      f"{mib(r.run_peak_rss_mib):>12}"
                      f"{mib(r.cuda_max_allocated_mib):>11}{speedup(r):>7}")

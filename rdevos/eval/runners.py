@@ -51,9 +51,11 @@ class Dataset(str, enum.Enum):
     GENERIC = "generic"
 
     @property
-    def preset(self) -> str:
+    def preset(self) -> str | None:
+        """The official inference preset of the benchmark (``None`` for a generic dataset: the model's own
+        settings)."""
         return {"davis2016": "davis2016", "davis2017": "davis2017", "youtubevos": "youtubevos",
-                "generic": "modelscope"}[self.value]
+                "generic": None}[self.value]
 
 
 class Method(str, enum.Enum):
@@ -280,10 +282,10 @@ def _segment_sequence(model: object, src: FolderSource, config: InferenceConfig,
     keep = None if required is None else required.__contains__
     try:
         res = segment_to_folder(sess, RunFolder(partial), signature=sig, palette=palette, write=keep)
-    except RunFolderError as e:
+    except RunFolderError as e:  # the partial folder is run-dataset's own: all of it goes
         logger.info("%s: %s; starting the sequence again", identity["sequence"], e)
-        res = segment_to_folder(sess, RunFolder(partial), signature=sig, palette=palette, write=keep,
-                                overwrite=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        res = segment_to_folder(sess, RunFolder(partial), signature=sig, palette=palette, write=keep)
     if res.resumed is not None:
         logger.info("%s: resumed the %s pass after frame %d", identity["sequence"], res.resumed.direction.value,
                     res.resumed.frame)
@@ -308,7 +310,8 @@ def run_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], *, da
             annotation PNG holding its label, or every annotation PNG with ``prompts='all'``).
         model: an :class:`~rdevos.model.network.RDEVOS` (required for ``method='model'``).
         method: ``model``, ``copy-first-mask`` or ``flow``.
-        config: inference settings (default: the dataset's preset with the model's own defaults applied).
+        config: inference settings (default: the dataset's official preset, which replaces the model's own
+            settings; a generic dataset has none: the model's, see :meth:`InferenceConfig.for_model`).
         sequences: subset to run (default: the split's list).
         rank, world_size: shard of the sequence list this process runs.
         all_frames_root: YouTube-VOS all-frames release (``.../valid_all_frames``); default: found next to the

@@ -12,6 +12,9 @@ The wrappers compute exactly what :class:`rdevos.inference.engine.InferenceEngin
 Python-level shape branches so that one trace serves any frame size and (optionally) any number of objects.
 The manifest (:data:`MANIFEST_NAME`) records the graphs' inputs/outputs with symbolic shapes, the model config,
 the inference settings and the preprocessing constants; :mod:`rdevos.export.runtime` drives the graphs from it.
+The graphs are traced on a :data:`TRACE_SIZE` frame; :func:`verify_graphs` (the export self-check) runs the written
+graphs there and at :data:`CHECK_SIZE` with another object count and top-k, so a shape the trace froze fails the
+export rather than the user's first frame.
 """
 
 from __future__ import annotations
@@ -21,18 +24,19 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from rdevos.config import InferenceConfig, ModelConfig, Precision
 from rdevos.errors import InputError
-from rdevos.export.runtime import (FORMAT_NAME, FORMAT_VERSION, GRAPH_NAMES, MANIFEST_NAME, PAD_MULTIPLE,
-                                   file_sha256, validate_manifest)
+from rdevos.export.runtime import (EXPORT_MANIFEST_FORMATS, FORMAT_NAME, FORMAT_VERSION, GRAPH_NAMES, MANIFEST_NAME,
+                                   PAD_MULTIPLE, ExportCheckError, file_sha256, validate_manifest)
 from rdevos.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from rdevos.model.aggregation import match_norm
 from rdevos.model.network import RDEVOS
@@ -40,10 +44,18 @@ from rdevos.model.network import RDEVOS
 logger = logging.getLogger(__name__)
 
 __all__ = ["EXPORT_FORMATS", "GraphSpec", "TensorSpec", "graph_specs", "export_parts", "example_inputs",
-           "export_model", "write_manifest"]
+           "check_cases", "verify_graphs", "export_model", "write_manifest", "TRACE_SIZE", "CHECK_SIZE"]
 
 #: Formats :func:`export_model` writes.
 EXPORT_FORMATS = ("onnx", "torchscript")
+#: Padded frame size (H, W) the graphs are traced on, and the object count of a dynamic object axis there.
+TRACE_SIZE, TRACE_OBJECTS = (64, 96), 2
+#: Size and object count of the export self-check: not the traced ones (odd H/16 and W/16, one more object), so a
+#: shape the trace froze makes the check fail instead of the user's first real frame.
+CHECK_SIZE, CHECK_OBJECTS = (80, 112), 3
+#: Max relative difference (to max(1, max |PyTorch|)) of an exported graph's outputs that the self-check accepts
+#: (measured: <= 3e-6 fp32, <= 5e-3 fp16 on the shipped models).
+CHECK_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
 
@@ -190,7 +202,12 @@ class SegmentPart(nn.Module):
 
 
 class CompressPart(nn.Module):
-    """key (1, Ck, 2, h, w), value (1, K, Cv, 2, h, w) -> new RDE key (1, Ck, 1, h, w) and value (1, K, Cv, 1, h, w)."""
+    """key (1, Ck, 2, h, w), value (1, K, Cv, 2, h, w) -> new RDE key (1, Ck, 1, h, w) and value (1, K, Cv, 1, h, w).
+
+    Computes in float32 whatever the inputs' dtype (the compressor of an fp16 export keeps fp32 weights): the
+    non-local block's unnormalised affinity overflows fp16 on real features (rdevos-lite2: NaN RDE from the first
+    update), and the compressor runs on one 1/16-resolution frame pair per memory update, so fp32 costs nothing.
+    """
 
     def __init__(self, model: RDEVOS) -> None:
         super().__init__()
@@ -200,11 +217,12 @@ class CompressPart(nn.Module):
         # MemoryCompressor.forward with batch 1 spelled out: its reshape back to (B, K, ...) leaves ONNX shape
         # inference with a wrong static dim on the output; unsqueeze keeps the declared shape exact.
         mc = self.model.mem_compress
-        new_key = mc.compress_key(mc.key_encoder(key))
-        new_value = mc.compress_value(mc.value_encoder(value[0])).unsqueeze(0)  # 1, K, Cv, 1, h, w
+        k, v = key.float(), value.float()
+        new_key = mc.compress_key(mc.key_encoder(k))
+        new_value = mc.compress_value(mc.value_encoder(v[0])).unsqueeze(0)  # 1, K, Cv, 1, h, w
         if mc.norm_match:  # ModelConfig.rde_norm
-            new_key, new_value = match_norm(new_key, key), match_norm(new_value, value)
-        return new_key, new_value
+            new_key, new_value = match_norm(new_key, k), match_norm(new_value, v)
+        return new_key.to(key.dtype), new_value.to(value.dtype)
 
 
 _PARTS: dict[str, type[nn.Module]] = {"key_encoder": KeyEncoderPart, "value_encoder": ValueEncoderPart,
@@ -216,28 +234,35 @@ def export_parts(model: RDEVOS, precision: str = "fp32") -> dict[str, nn.Module]
     net = copy.deepcopy(model).cpu().eval()
     if precision == "fp16":
         net = net.half()
+        if not model.config.single_object:
+            net.mem_compress.float()  # see CompressPart
     names = [n for n in GRAPH_NAMES if n != "compress" or not model.config.single_object]
     return {n: _PARTS[n](net).eval() for n in names}
 
 
 @torch.no_grad()
 def example_inputs(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec], *, top_k: int,
-                   objects: int | None = None, size: tuple[int, int] = (64, 96), seed: int = 0
+                   objects: int | None = None, size: tuple[int, int] = TRACE_SIZE, seed: int = 0
                    ) -> dict[str, tuple[torch.Tensor, ...]]:
     """Consistent example inputs for every graph (traced through the real parts), on a ``size`` padded frame.
 
-    Uses 2 objects for a dynamic object axis (so no size-1 broadcast gets baked into the trace).
+    Uses :data:`TRACE_OBJECTS` (2) objects for a dynamic object axis (so no size-1 broadcast gets baked into the
+    trace). ``top_k`` is capped at the memory size.
     """
     g = torch.Generator().manual_seed(seed)
     dtype = _DTYPES[specs["key_encoder"].inputs[0].dtype]
-    k = objects or 2
+    k = objects or TRACE_OBJECTS
     image = torch.randn(1, 3, *size, generator=g).to(dtype)
     key, f16_thin, f16, f8, f4 = parts["key_encoder"](image)
     masks = torch.rand(1, k, *size, generator=g)
     masks = (masks / masks.sum(1, keepdim=True).clamp(min=1)).to(dtype)
     value = parts["value_encoder"](image, f16, masks)
-    value2 = parts["value_encoder"](image, f16, masks.flip(-1))
-    keys = torch.stack([key, key.flip(-1)], dim=2)  # 1, Ck, 2, h, w
+    # The second memory frame is another image (a mirrored key would tie affinities exactly, and the top-k would
+    # then pick between tied entries with different values arbitrarily: a false difference in the self-check).
+    image2 = torch.randn(1, 3, *size, generator=g).to(dtype)
+    key2, _, f16_2, _, _ = parts["key_encoder"](image2)
+    value2 = parts["value_encoder"](image2, f16_2, masks.flip(-1))
+    keys = torch.stack([key, key2], dim=2)  # 1, Ck, 2, h, w
     values = torch.stack([value[0], value2[0]], dim=2)[None]  # 1, K, Cv, 2, h, w
     n = keys[0, 0].numel()
     mem_key = keys.flatten(2)
@@ -249,14 +274,85 @@ def example_inputs(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec
     return out
 
 
-# ---------------------------------------------------------------------------------------------------- manifest
-def write_manifest(out_dir: Path, *, backend: str, model: RDEVOS, config: InferenceConfig, precision: str,
-                   objects: int | None, specs: Mapping[str, GraphSpec], files: Mapping[str, str],
-                   opset: int | None = None, verification: Mapping[str, float] | None = None,
-                   extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``manifest.json`` describing an export folder (``extra``: more top-level entries); returns its path."""
-    from rdevos import __version__
+# ---------------------------------------------------------------------------------------------------- self-check
+#: Runs one exported graph on torch inputs; returns its outputs as numpy arrays, in the spec's order.
+GraphRunner = Callable[[str, Sequence[torch.Tensor]], Sequence[np.ndarray]]
+#: (what the case is, for messages; graph name -> its inputs).
+CheckCase = tuple[str, Mapping[str, Sequence[torch.Tensor]]]
 
+
+def check_cases(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec],
+                traced: Mapping[str, Sequence[torch.Tensor]], *, top_k: int, objects: int | None) -> list[CheckCase]:
+    """The self-check's inputs: the traced example, and a frame size, object count and top-k it was not traced with."""
+    ex = example_inputs(parts, specs, top_k=max(1, top_k - 1), objects=objects or CHECK_OBJECTS, size=CHECK_SIZE,
+                        seed=1)
+    k_trace, k_check = objects or TRACE_OBJECTS, objects or CHECK_OBJECTS
+    return [(f"the traced {TRACE_SIZE[0]}x{TRACE_SIZE[1]} frame with {k_trace} object(s)", traced),
+            (f"a {CHECK_SIZE[0]}x{CHECK_SIZE[1]} frame with {k_check} object(s) (traced on {TRACE_SIZE[0]}x"
+             f"{TRACE_SIZE[1]} with {k_trace})", ex)]
+
+
+def _error_line(e: BaseException) -> str:
+    """``Type: message`` of a runtime's error on one line (the TorchScript interpreter puts its serialized traceback
+    first and the message, already prefixed with its type, last)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [""]
+    if lines[0].startswith("The following operation failed"):
+        return lines[-1][:300]
+    return f"{type(e).__name__}: {lines[0]}"[:300]
+
+
+def max_rel_diff(got: np.ndarray, expected: torch.Tensor) -> float:
+    """max |got - expected| / max(1, max |expected|), in float32."""
+    ref = expected.detach().float().cpu().numpy()
+    return float(np.abs(np.asarray(got).astype(np.float32) - ref).max(initial=0.0) / max(1.0, np.abs(ref).max(
+        initial=0.0)))
+
+
+@torch.no_grad()
+def verify_graphs(parts: Mapping[str, nn.Module], specs: Mapping[str, GraphSpec], cases: Sequence[CheckCase],
+                  run: GraphRunner, *, precision: str, where: str | Path) -> dict[str, float]:
+    """Run every exported graph on every case and compare it with its PyTorch part.
+
+    Returns graph name -> the largest relative difference over the cases. Raises :class:`ExportCheckError` (naming
+    the graph, the case, the output and what differs) when a graph fails to run, returns another shape, or differs
+    by more than :data:`CHECK_TOLERANCE`; the graphs in ``where`` are then not usable.
+    """
+    tol = CHECK_TOLERANCE[precision]
+    worst: dict[str, float] = {}
+    for name, part in parts.items():
+        outputs = [t.name for t in specs[name].outputs]
+        for label, inputs in cases:
+            def fail(problem: str) -> ExportCheckError:
+                return ExportCheckError(f"export self-check failed: graph {name!r} on {label}: {problem}; the "
+                                        f"export in {where} does not compute what the PyTorch model does (no "
+                                        "manifest written)")
+
+            expected = part(*inputs[name])
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            try:
+                got = list(run(name, inputs[name]))
+            except Exception as e:  # onnxruntime and the TorchScript interpreter raise their own types
+                raise fail(f"it does not run ({_error_line(e)})") from e
+            if len(got) != len(expected):
+                raise fail(f"{len(got)} outputs, expected {len(expected)}")
+            for out_name, a, b in zip(outputs, got, expected):
+                if not bool(torch.isfinite(b).all()):
+                    raise fail(f"PyTorch's own output {out_name!r} is not finite in {precision} (overflow); "
+                               "export in fp32")
+                if tuple(a.shape) != tuple(b.shape):
+                    raise fail(f"output {out_name!r} has shape {tuple(a.shape)}, PyTorch gives {tuple(b.shape)}")
+                diff = max_rel_diff(a, b)
+                if not diff <= tol:  # also catches NaN
+                    raise fail(f"output {out_name!r} differs from PyTorch by {diff:.3g} (relative; at most {tol:g} "
+                               f"accepted for {precision})")
+                worst[name] = max(worst.get(name, 0.0), diff)
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------------- manifest
+def graph_entries(out_dir: Path, specs: Mapping[str, GraphSpec], files: Mapping[str, str], opset: int | None
+                  ) -> dict[str, dict[str, Any]]:
+    """The manifest's ``graphs``: file, its sha256, inputs and outputs (and opset) of each graph."""
     graphs = {}
     for name, spec in specs.items():
         entry: dict[str, Any] = {"file": files[name], "sha256": file_sha256(out_dir / files[name]),
@@ -265,6 +361,17 @@ def write_manifest(out_dir: Path, *, backend: str, model: RDEVOS, config: Infere
         if opset is not None:
             entry["opset"] = opset
         graphs[name] = entry
+    return graphs
+
+
+def write_manifest(out_dir: Path, *, backend: str, model: RDEVOS, config: InferenceConfig, precision: str,
+                   objects: int | None, specs: Mapping[str, GraphSpec], files: Mapping[str, str],
+                   opset: int | None = None, verification: Mapping[str, float] | None = None,
+                   extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``manifest.json`` describing an export folder (``extra``: more top-level entries); returns its path."""
+    from rdevos import __version__
+
+    graphs = graph_entries(out_dir, specs, files, opset)
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "backend": backend,
         "rdevos_version": __version__, "torch_version": torch.__version__.split("+")[0],
@@ -284,6 +391,7 @@ def write_manifest(out_dir: Path, *, backend: str, model: RDEVOS, config: Infere
         manifest["opset"] = opset
     if verification:
         manifest["verification_max_rel_diff"] = {k: float(v) for k, v in verification.items()}
+        manifest["verification_sizes"] = [list(TRACE_SIZE), list(CHECK_SIZE)]
     manifest.update(extra or {})
     validate_manifest(manifest, backend=backend)
     path = out_dir / MANIFEST_NAME
@@ -344,9 +452,23 @@ def default_config(model: RDEVOS, config: InferenceConfig | None) -> InferenceCo
 
 
 def prepare_out_dir(out_dir: str | Path) -> Path:
-    """Create the export folder; refuse a path that is a file."""
+    """Create the export folder; refuse a path that is a file.
+
+    An earlier export's ``manifest.json`` there is removed first (it is written again once the new graphs pass the
+    self-check, so a failed export leaves no manifest that points at replaced graphs); a ``manifest.json`` that is
+    not an rdevos export manifest is refused rather than overwritten.
+    """
     p = Path(out_dir)
     if p.exists() and not p.is_dir():
         raise InputError(f"export output {p} exists and is not a folder")
     p.mkdir(parents=True, exist_ok=True)
+    old = p / MANIFEST_NAME
+    if old.exists() or old.is_symlink():
+        try:
+            ours = old.is_file() and json.loads(old.read_text()).get("format") in EXPORT_MANIFEST_FORMATS
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            ours = False
+        if not ours:
+            raise InputError(f"{old} exists and is not an rdevos export manifest; export into another folder")
+        old.unlink()
     return p

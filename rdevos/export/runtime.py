@@ -11,6 +11,10 @@ loads torch, so an ONNX export carries a copy of this file, ``rdevos_runtime.py`
 bookkeeping (:mod:`rdevos.inference.bookkeeping`: memory schedule, group order, mask-id checks) as
 ``rdevos_bookkeeping.py``: with numpy and onnxruntime only, ``from rdevos_runtime import OnnxEngine`` (export
 folder on ``sys.path``) runs the export without torch.
+
+:class:`OnnxPromptPredictor` runs a prompt-model export (box/clicks to mask) the same way; its crop and prompt
+geometry is :mod:`rdevos.prompt.encoding` (numpy and OpenCV), shipped beside such an export as
+``rdevos_prompt_encoding.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +40,19 @@ else:  # loaded as a standalone file beside the export: the rdevos package (and 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxEngine", "ExportedEngine", "MissingDependencyError", "load_manifest", "validate_manifest",
-           "MANIFEST_NAME", "FORMAT_NAME", "FORMAT_VERSION", "GRAPH_NAMES", "PAD_MULTIPLE"]
+__all__ = ["OnnxEngine", "ExportedEngine", "OnnxPromptPredictor", "ExportedPromptPredictor", "MissingDependencyError",
+           "ExportCheckError", "load_manifest", "validate_manifest", "onnx_sessions", "MANIFEST_NAME", "FORMAT_NAME",
+           "PROMPT_FORMAT_NAME", "FORMAT_VERSION", "GRAPH_NAMES", "PROMPT_GRAPH_NAMES", "PAD_MULTIPLE"]
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "rdevos-export"
+#: ``format`` of a prompt-model export's manifest (:mod:`rdevos.export.prompt`).
+PROMPT_FORMAT_NAME = "rdevos-prompt-export"
+EXPORT_MANIFEST_FORMATS = (FORMAT_NAME, PROMPT_FORMAT_NAME)
 FORMAT_VERSION = 1
 GRAPH_NAMES = ("key_encoder", "value_encoder", "segment", "compress")
+#: The graph of a prompt-model export: crop + prompt maps -> object probability.
+PROMPT_GRAPH_NAMES = ("prompt",)
 PAD_MULTIPLE = 16
 BACKENDS = ("onnx", "torchscript")
 INSTALL_HINT = "pip install 'rdevos[export]'"
@@ -59,6 +69,10 @@ class MissingDependencyError(RDEVOSError, ImportError):
     """An optional dependency of the export feature (onnx / onnxruntime) is not installed."""
 
 
+class ExportCheckError(RDEVOSError):
+    """An exported graph does not run, or does not compute what the PyTorch model computes (the export self-check)."""
+
+
 def import_onnxruntime() -> Any:
     """Import onnxruntime, or raise :class:`MissingDependencyError` naming the extra to install."""
     try:
@@ -69,12 +83,15 @@ def import_onnxruntime() -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- manifest
-def validate_manifest(manifest: object, *, backend: str | None = None, source: str = "manifest") -> dict[str, Any]:
+def validate_manifest(manifest: object, *, backend: str | None = None, source: str = "manifest",
+                      kind: str = "vos") -> dict[str, Any]:
     """Check the structure of an export manifest; raise :class:`InputError` naming the first problem.
 
     Args:
         manifest: the parsed JSON.
         backend: required backend (``onnx`` or ``torchscript``), or None for either.
+        kind: ``"vos"`` (the per-frame graphs of a video model, ``rdevos export --model``) or ``"prompt"`` (a
+            prompt-to-mask model, ``rdevos export --prompt-model``).
     Returns:
         The manifest (a dict).
     """
@@ -83,8 +100,16 @@ def validate_manifest(manifest: object, *, backend: str | None = None, source: s
 
     if not isinstance(manifest, dict):
         raise bad("not a JSON object")
-    if manifest.get("format") != FORMAT_NAME:
-        raise bad(f"not an rdevos export manifest (format {manifest.get('format')!r}, expected {FORMAT_NAME!r})")
+    fmt = manifest.get("format")
+    want = PROMPT_FORMAT_NAME if kind == "prompt" else FORMAT_NAME
+    if fmt in EXPORT_MANIFEST_FORMATS and fmt != want:
+        if fmt == PROMPT_FORMAT_NAME:
+            raise bad("this is a prompt-model export (box/clicks to mask), not a video model; load it with "
+                      "OnnxPromptPredictor or rdevos.export.TorchScriptPromptPredictor")
+        raise bad("this is a video-model export, not a prompt model; load it with OnnxEngine or "
+                  "rdevos.export.TorchScriptEngine")
+    if fmt != want:
+        raise bad(f"not an rdevos export manifest (format {fmt!r}, expected {want!r})")
     version = manifest.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise bad(f"manifest version {version!r} is not supported by this rdevos (reads up to {FORMAT_VERSION}); "
@@ -93,10 +118,35 @@ def validate_manifest(manifest: object, *, backend: str | None = None, source: s
     if got not in BACKENDS:
         raise bad(f"unknown backend {got!r}; expected one of {BACKENDS}")
     if backend is not None and got != backend:
-        hint = "OnnxEngine" if got == "onnx" else "rdevos.export.TorchScriptEngine"
+        hint = {("vos", "onnx"): "OnnxEngine", ("vos", "torchscript"): "rdevos.export.TorchScriptEngine",
+                ("prompt", "onnx"): "OnnxPromptPredictor",
+                ("prompt", "torchscript"): "rdevos.export.TorchScriptPromptPredictor"}[kind, got]
         raise bad(f"this is a {got} export, not {backend}; load it with {hint}")
     if manifest.get("precision") not in ("fp32", "fp16"):
         raise bad(f"precision must be fp32 or fp16, got {manifest.get('precision')!r}")
+    if kind == "prompt":
+        needed = _validate_prompt_fields(manifest, bad)
+    else:
+        needed = _validate_vos_fields(manifest, bad)
+    graphs = manifest.get("graphs")
+    if not isinstance(graphs, dict):
+        raise bad("missing 'graphs'")
+    missing = [g for g in needed if g not in graphs]
+    if missing:
+        raise bad(f"graphs {missing} are missing (has {sorted(graphs)})")
+    for name in needed:
+        g = graphs[name]
+        if not isinstance(g, dict) or not isinstance(g.get("file"), str) or not isinstance(g.get("inputs"), list) \
+                or not isinstance(g.get("outputs"), list):
+            raise bad(f"graph {name!r} needs 'file', 'inputs' and 'outputs'")
+        for t in (*g["inputs"], *g["outputs"]):
+            if not isinstance(t, dict) or not {"name", "shape", "dtype"} <= set(t):
+                raise bad(f"graph {name!r}: every input/output needs name, shape and dtype, got {t!r}")
+    return manifest
+
+
+def _validate_vos_fields(manifest: dict[str, Any], bad: Callable[[str], InputError]) -> list[str]:
+    """Checks of a video-model manifest's own fields; returns the graphs it must have."""
     objects = manifest.get("objects")
     if objects != "dynamic" and not (isinstance(objects, int) and objects >= 1):
         raise bad(f"objects must be 'dynamic' or a positive int, got {objects!r}")
@@ -117,23 +167,21 @@ def validate_manifest(manifest: object, *, backend: str | None = None, source: s
     if not isinstance(pre, dict) or len(pre.get("mean", ())) != 3 or len(pre.get("std", ())) != 3 \
             or not isinstance(pre.get("pad_multiple"), int) or pre["pad_multiple"] < 1:
         raise bad("'preprocess' needs mean and std (3 values each) and an int pad_multiple")
-    graphs = manifest.get("graphs")
-    if not isinstance(graphs, dict):
-        raise bad("missing 'graphs'")
     single = bool((manifest.get("model_config") or {}).get("single_object", False))
-    needed = [g for g in GRAPH_NAMES if g != "compress" or not single]
-    missing = [g for g in needed if g not in graphs]
-    if missing:
-        raise bad(f"graphs {missing} are missing (has {sorted(graphs)})")
-    for name in needed:
-        g = graphs[name]
-        if not isinstance(g, dict) or not isinstance(g.get("file"), str) or not isinstance(g.get("inputs"), list) \
-                or not isinstance(g.get("outputs"), list):
-            raise bad(f"graph {name!r} needs 'file', 'inputs' and 'outputs'")
-        for t in (*g["inputs"], *g["outputs"]):
-            if not isinstance(t, dict) or not {"name", "shape", "dtype"} <= set(t):
-                raise bad(f"graph {name!r}: every input/output needs name, shape and dtype, got {t!r}")
-    return manifest
+    return [g for g in GRAPH_NAMES if g != "compress" or not single]
+
+
+def _validate_prompt_fields(manifest: dict[str, Any], bad: Callable[[str], InputError]) -> list[str]:
+    """Checks of a prompt-model manifest's own fields; returns the graphs it must have."""
+    cfg = manifest.get("prompt_config")
+    if not isinstance(cfg, dict):
+        raise bad("missing 'prompt_config'")
+    size, context = cfg.get("crop_size"), cfg.get("context")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 16:
+        raise bad(f"prompt_config.crop_size must be an int >= 16, got {size!r}")
+    if not isinstance(context, (int, float)) or isinstance(context, bool) or not context >= 0:
+        raise bad(f"prompt_config.context must be a number >= 0, got {context!r}")
+    return list(PROMPT_GRAPH_NAMES)
 
 
 def file_sha256(path: Path) -> str:
@@ -145,13 +193,14 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_manifest(path: str | Path, *, backend: str | None = None, verify_files: bool = True
+def load_manifest(path: str | Path, *, backend: str | None = None, verify_files: bool = True, kind: str = "vos"
                   ) -> tuple[dict[str, Any], Path]:
     """Read and check the manifest of an export folder (or the path of its ``manifest.json``).
 
     Args:
         backend: required backend, or None.
         verify_files: also check that every graph file exists and has the recorded sha256.
+        kind: ``"vos"`` or ``"prompt"`` (see :func:`validate_manifest`).
     Returns:
         (manifest, export folder).
     Raises:
@@ -165,7 +214,7 @@ def load_manifest(path: str | Path, *, backend: str | None = None, verify_files:
         manifest = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{mpath} is not valid JSON: {e}") from e
-    validate_manifest(manifest, backend=backend, source=str(mpath))
+    validate_manifest(manifest, backend=backend, source=str(mpath), kind=kind)
     folder = mpath.parent
     if verify_files:
         for name, g in manifest["graphs"].items():
@@ -582,29 +631,106 @@ class OnnxEngine(ExportedEngine):
 
     def __init__(self, path: str | Path, *, top_k: int | None = None, mem_every: int | None = None,
                  threads: int | None = None, providers: list[str] | None = None, verify_files: bool = True) -> None:
-        ort = import_onnxruntime()
         manifest, folder = load_manifest(path, backend="onnx", verify_files=verify_files)
-        opts = ort.SessionOptions()
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        providers = providers or ["CPUExecutionProvider"]
-        self.sessions: dict[str, Any] = {}
-        for name, g in manifest["graphs"].items():
-            try:
-                sess = ort.InferenceSession(str(folder / g["file"]), opts, providers=providers)
-            except Exception as e:  # onnxruntime raises its own exception types
-                raise InputError(f"onnxruntime cannot load {folder / g['file']}: {e}") from e
-            _check_session(name, sess, g)
-            self.sessions[name] = sess
-        outputs = {n: [t["name"] for t in g["outputs"]] for n, g in manifest["graphs"].items()}
-
-        def run(graph: str, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-            return list(self.sessions[graph].run(outputs[graph], dict(feeds)))
-
+        self.sessions, run = onnx_sessions(manifest, folder, threads=threads, providers=providers)
         super().__init__(manifest, run, top_k=top_k, mem_every=mem_every)
-        logger.info("loaded ONNX export %s (%s, objects %s) on %s", folder, manifest["precision"],
-                    manifest["objects"], providers)
+        logger.info("loaded ONNX export %s (%s, objects %s)", folder, manifest["precision"], manifest["objects"])
+
+
+def onnx_sessions(manifest: Mapping[str, Any], folder: Path, *, threads: int | None = None,
+                  providers: list[str] | None = None) -> tuple[dict[str, Any], Runner]:
+    """onnxruntime sessions of an export's graphs (checked against the manifest) and a :data:`Runner` over them.
+
+    Raises :class:`MissingDependencyError` without onnxruntime, :class:`InputError` for a graph that does not load
+    or does not match the manifest.
+    """
+    ort = import_onnxruntime()
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    providers = providers or ["CPUExecutionProvider"]
+    sessions: dict[str, Any] = {}
+    for name, g in manifest["graphs"].items():
+        try:
+            sess = ort.InferenceSession(str(folder / g["file"]), opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise InputError(f"onnxruntime cannot load {folder / g['file']}: {e}") from e
+        _check_session(name, sess, g)
+        sessions[name] = sess
+    outputs = {n: [t["name"] for t in g["outputs"]] for n, g in manifest["graphs"].items()}
+
+    def run(graph: str, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return list(sessions[graph].run(outputs[graph], dict(feeds)))
+
+    logger.debug("onnxruntime sessions on %s", providers)
+    return sessions, run
+
+
+# ---------------------------------------------------------------------------------------------------- prompt model
+def _prompt_encoding() -> Any:
+    """The prompt geometry (:mod:`rdevos.prompt.encoding`, or its copy shipped beside a prompt-model export)."""
+    if __name__.startswith("rdevos."):
+        from rdevos.prompt import encoding
+    else:
+        import rdevos_prompt_encoding as encoding  # type: ignore[import-not-found,no-redef]
+    return encoding
+
+
+class ExportedPromptPredictor:
+    """Box and/or clicks on one frame -> object mask, with an exported prompt model; the same contract, checks and
+    geometry as :class:`rdevos.prompt.PromptPredictor` (so it also works with ``rdevos.prompt.prompts_to_labels``).
+
+    Args:
+        manifest: a validated prompt-model export manifest.
+        run: calls the ``prompt`` graph with numpy inputs and returns its outputs.
+        keep_clicked: for prompts without a box, keep only the connected parts that hold a positive click.
+    """
+
+    def __init__(self, manifest: Mapping[str, Any], run: Runner, *, keep_clicked: bool = True) -> None:
+        self.manifest = dict(manifest)
+        cfg = manifest["prompt_config"]
+        self.size = int(cfg["crop_size"])
+        self.context = float(cfg["context"])
+        self.keep_clicked = keep_clicked
+        self._inputs = [(t["name"], np.dtype(t["dtype"])) for t in manifest["graphs"]["prompt"]["inputs"]]
+        self._run = run
+        self._encoding = _prompt_encoding()
+
+    def predict_probs(self, image: np.ndarray, box: Sequence[float] | None = None,
+                      points: Sequence[Sequence[float | bool]] = (), prev_mask: np.ndarray | None = None
+                      ) -> np.ndarray:
+        """Object probability (H, W) float32 for ``image`` (H, W, 3) uint8 RGB; arguments as
+        :meth:`rdevos.prompt.PromptPredictor.predict_probs`."""
+        enc = self._encoding
+        prep = enc.prepare_prompt(image, box, points, prev_mask, self.size, self.context)
+        arrays = {"image": prep.crop[None], "prompts": prep.maps[None]}
+        feeds = {name: np.ascontiguousarray(arrays[name], dtype=dt) for name, dt in self._inputs}
+        prob = self._run("prompt", feeds)[0]
+        return enc.finish_prompt(np.asarray(prob, np.float32)[0, 0], prep, self.keep_clicked)
+
+    def predict(self, image: np.ndarray, box: Sequence[float] | None = None,
+                points: Sequence[Sequence[float | bool]] = (), prev_mask: np.ndarray | None = None) -> np.ndarray:
+        """Binary object mask (H, W) bool; arguments as in :meth:`predict_probs`."""
+        return self.predict_probs(image, box, points, prev_mask) > 0.5
+
+
+class OnnxPromptPredictor(ExportedPromptPredictor):
+    """Prompt to mask with a prompt-model ONNX export (``rdevos export --prompt-model M --format onnx``) on
+    onnxruntime, numpy and OpenCV, without torch.
+
+    Args:
+        path: the export folder (or its ``manifest.json``).
+        threads, providers, verify_files: as :class:`OnnxEngine`.
+        keep_clicked: as :class:`ExportedPromptPredictor`.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, providers: list[str] | None = None,
+                 verify_files: bool = True, keep_clicked: bool = True) -> None:
+        manifest, folder = load_manifest(path, backend="onnx", verify_files=verify_files, kind="prompt")
+        self.sessions, run = onnx_sessions(manifest, folder, threads=threads, providers=providers)
+        super().__init__(manifest, run, keep_clicked=keep_clicked)
+        logger.info("loaded ONNX prompt-model export %s (%s)", folder, manifest["precision"])
 
 
 def _check_session(name: str, sess: Any, entry: Mapping[str, Any]) -> None:

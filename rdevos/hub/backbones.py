@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from rdevos.errors import CheckpointError
+from rdevos.hub.convert import read_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +113,7 @@ def load_imagenet_backbone(encoder: nn.Module, source: str | os.PathLike[str], b
         the encoder keys that kept their init (e.g. the value encoder's fuser).
     """
     path = imagenet_weights_path(backbone) if str(source) == "imagenet" else Path(source)
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read backbone weights {path}: {type(e).__name__}: {e}") from e
+    sd = read_tensors(path, "backbone weights")
     own = encoder.state_dict()
     prefix = "trunk." if any(k.startswith("trunk.") for k in own) else ""
     mapped = map_lite_keys(dict(sd), prefix)

@@ -14,7 +14,9 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from rdevos.model.network import RDEVOS
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_state", "load_network", "save_checkpoint", "save_modelscope_dir", "infer_config", "load_weights",
-           "load_backbone", "LoadReport",
+           "load_backbone", "LoadReport", "read_tensors",
            "MODELSCOPE_WEIGHTS", "MODELSCOPE_CONFIG"]
 
 MODELSCOPE_WEIGHTS = "pytorch_model.pt"
@@ -39,14 +41,49 @@ MODELSCOPE_CONFIG = "configuration.json"
 FORMAT_VERSION = 1
 
 
-def _torch_load(path: Path) -> Any:
+def _load_failure(exc: BaseException) -> str:
+    """What ``torch.load(..., weights_only=True)`` failing with ``exc`` means, in one line (torch's own message is
+    several lines of advice, among them to load with ``weights_only=False``, which rdevos never does)."""
+    text = str(exc)
+    glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if glob:
+        return (f"it stores a Python object ({glob.group(1)}) besides tensors; rdevos reads only tensors and plain "
+                "values (weights_only=True): save the weights alone, e.g. torch.save(model.state_dict(), path)")
+    unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if unpickler or isinstance(exc, pickle.UnpicklingError):
+        detail = unpickler.group(1).strip() if unpickler else type(exc).__name__
+        return (f"not a file of tensors (rdevos reads checkpoints with torch.load(weights_only=True), which stops "
+                f"at: {detail.rstrip('.')})")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if "zip archive" in first or "PytorchStreamReader" in first:
+        return f"corrupt or truncated file ({first.split('. ')[0].rstrip('.')})"
+    return f"not a PyTorch checkpoint ({type(exc).__name__}: {first[:200]})" if first else \
+        f"not a PyTorch checkpoint ({type(exc).__name__})"
+
+
+def read_tensors(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: the one way rdevos reads a weights file.
+
+    Args:
+        path: the file.
+        what: how to call it in messages (``"checkpoint"``, ``"backbone weights"``, ...).
+
+    Returns:
+        the loaded object (tensors, containers of tensors and plain values).
+
+    Raises:
+        CheckpointError: a missing, corrupt or non-tensor file, in one line that names it.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise beside the error that follows
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
+        raise CheckpointError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{what} {path} is a folder, not a file") from None
     except Exception as e:  # corrupt zip, pickle with disallowed globals, truncated file ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}. (rdevos loads with "
-                              "weights_only=True and never unpickles arbitrary objects.)") from e
+        raise CheckpointError(f"cannot read {what} {path}: {_load_failure(e)}") from e
 
 
 def _strip_prefix(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -121,7 +158,7 @@ def _load_state(path: str | os.PathLike[str]
                 raise CheckpointError(f"{p} is a directory without {MODELSCOPE_WEIGHTS} (ModelScope layout) and "
                                       f"not exactly one .pth/.pt file (found {[c.name for c in cands]})")
             weights = cands[0]
-        obj = _torch_load(weights)
+        obj = read_tensors(weights)
         sd, config, fmt = _unwrap(obj, weights)
         inference = _inference_defaults(obj, weights)
         cfg_file = p / MODELSCOPE_CONFIG
@@ -139,7 +176,7 @@ def _load_state(path: str | os.PathLike[str]
         return sd, config, fmt, inference
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}")
-    obj = _torch_load(p)
+    obj = read_tensors(p)
     return (*_unwrap(obj, p), _inference_defaults(obj, p))
 
 
@@ -183,15 +220,15 @@ def _mismatch_report(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], fmt
               for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if not (missing or unexpected or shapes):
         return None
-    lines = [f"checkpoint {source} (detected format: {fmt}) does not match the architecture: "
+    parts = [f"checkpoint {source} (detected format: {fmt}) does not match the architecture: "
              f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} wrong shape"]
     if missing:
-        lines.append("  missing: " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
+        parts.append("missing: " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
     if unexpected:
-        lines.append("  unexpected: " + ", ".join(unexpected[:6]) + (" ..." if len(unexpected) > 6 else ""))
+        parts.append("unexpected: " + ", ".join(unexpected[:6]) + (" ..." if len(unexpected) > 6 else ""))
     if shapes:
-        lines.append("  wrong shape: " + "; ".join(shapes[:4]) + (" ..." if len(shapes) > 4 else ""))
-    return "\n".join(lines)
+        parts.append("wrong shape: " + ", ".join(shapes[:4]) + (" ..." if len(shapes) > 4 else ""))
+    return "; ".join(parts)  # one line: the CLI's error line
 
 
 def load_network(path: str | os.PathLike[str], config: ModelConfig | None = None) -> RDEVOS:
@@ -324,16 +361,16 @@ def load_weights(net: RDEVOS, path: str | os.PathLike[str], *, seed: int = 0) ->
     bad_missing = [m for m in missing if not m.startswith(_CONVERTIBLE)]
     bad_unexpected = [u for u in unexpected if not u.startswith(_CONVERTIBLE)]
     if bad_missing or bad_unexpected or shapes:
-        lines = [f"cannot load {path} (format {fmt}) into the {_arch(net.config)} network: "
+        parts = [f"cannot load {path} (format {fmt}) into the {_arch(net.config)} network: "
                  f"{len(bad_missing)} missing, {len(bad_unexpected)} unexpected, {len(shapes)} wrong shape"]
         if bad_missing:
-            lines.append("  missing: " + ", ".join(bad_missing[:6]))
+            parts.append("missing: " + ", ".join(bad_missing[:6]))
         if bad_unexpected:
-            lines.append("  unexpected: " + ", ".join(bad_unexpected[:6]))
+            parts.append("unexpected: " + ", ".join(bad_unexpected[:6]))
         if shapes:
-            lines.append("  wrong shape: " + "; ".join(f"{s}: checkpoint {tuple(sd[s].shape)} vs model "
-                                                       f"{tuple(own[s].shape)}" for s in shapes[:4]))
-        raise CheckpointError("\n".join(lines))
+            parts.append("wrong shape: " + ", ".join(f"{s} (checkpoint {tuple(sd[s].shape)}, model "
+                                                     f"{tuple(own[s].shape)})" for s in shapes[:4]))
+        raise CheckpointError("; ".join(parts))  # one line: the CLI's error line
     merged = {m: (sd[m] if m in sd else own[m]) for m in own}
     net.load_state_dict(merged, strict=True)
     report = LoadReport(str(path), fmt, padded, trimmed, missing, unexpected)
@@ -355,10 +392,7 @@ def load_backbone(encoder: nn.Module, path: str | os.PathLike[str], *, seed: int
     Returns:
         the encoder keys that kept their init (e.g. conv biases the torchvision ResNet lacks; the fuser).
     """
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read backbone weights {path}: {e}") from e
+    sd = read_tensors(path, "backbone weights")
     if isinstance(sd, Mapping) and "state_dict" in sd:
         sd = sd["state_dict"]
     own = encoder.state_dict()

@@ -1,7 +1,9 @@
 """ModelScope-compatible ``pipeline('video-object-segmentation', model=...)`` on top of the streaming engine.
 
 Same input and output keys as ModelScope (``{'images': [PIL...], 'mask': PIL}`` -> ``{'masks': uint8 [T, H, W]}``)
-and the same defaults (short side 480, top-k 20, memory every 4th frame). One difference, on purpose: the output
+and, for weights without settings of their own (the official ones), the same defaults (short side 480, top-k 20,
+memory every 4th frame); the embedded model brings its own (short side 480, top-k 20, memory every 5th frame), and
+a named ``preset`` replaces them (:meth:`~rdevos.config.InferenceConfig.for_model`). One difference, on purpose: the output
 holds the user's own label values (a mask with labels {3, 7} gives 3 and 7 back), where ModelScope returns the
 indices 0..K of the sorted labels. Pass ``modelscope_labels=True`` to get ModelScope's indices.
 """
@@ -104,7 +106,7 @@ class VideoObjectSegmentationPipeline:
 
 def pipeline(task: str = TASK, model: str | os.PathLike[str] | RDEVOS | None = None, *, top_k: int | None = None,
              mem_every: int | None = None, resolution: int | None | str = "default", device: torch.device | str | None = None,
-             precision: str | Precision = Precision.FP32, preset: str = "modelscope", modelscope_labels: bool = False,
+             precision: str | Precision = Precision.FP32, preset: str | None = None, modelscope_labels: bool = False,
              progress: bool = False) -> VideoObjectSegmentationPipeline:
     """Create a video object segmentation pipeline (ModelScope-compatible call signature).
 
@@ -112,12 +114,15 @@ def pipeline(task: str = TASK, model: str | os.PathLike[str] | RDEVOS | None = N
         task: must be ``'video-object-segmentation'``.
         model: checkpoint path, ModelScope directory or id, URL, registry name, a loaded :class:`RDEVOS`, or
             ``None`` for the embedded default model.
-        top_k, mem_every: override the preset (``modelscope``: 20 and 4).
-        resolution: short side to resize to (``None`` = native size; default: the model's own default if its
-            checkpoint has one, else the preset's, 480).
+        top_k, mem_every: memory entries read per query pixel, memory update period (default: the preset's, else
+            the model's own, else ModelScope's 20 and 4).
+        resolution: short side to resize to (``None`` = native size; default: as ``top_k``).
         device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``...
         precision: ``fp32`` (reference numerics), ``bf16`` or ``fp16``.
-        preset: ``modelscope``, ``davis2017``, ``davis2016`` or ``youtubevos``.
+        preset: ``modelscope``, ``davis2017``, ``davis2016`` or ``youtubevos``: replaces the model's own settings
+            as a whole (default ``None``: the model's own settings; the embedded model: short side 480, top-k 20,
+            memory every 5th frame; a checkpoint without them: ModelScope's). Explicit ``top_k``, ``mem_every`` and
+            ``resolution`` override both (:meth:`InferenceConfig.for_model`, the one rule).
     """
     if task != TASK:
         raise InputError(f"unsupported task {task!r}; rdevos provides {TASK!r}")

@@ -15,6 +15,7 @@ import torch
 from rdevos.config import InferenceConfig
 from rdevos.errors import InputError
 from rdevos.inference.engine import InferenceEngine
+from rdevos.inference.pipelining import encode_ahead
 from rdevos.inference.plan import Direction, PropagationPlan, plan_propagation
 from rdevos.inference.runs import RunState
 from rdevos.io.frames import FrameSource, open_frames
@@ -90,7 +91,8 @@ class VideoSession:
             ids += [i for i in self._ann[f].ids if i not in ids and i not in self._removed]
         return ids
 
-    def add_mask(self, frame_idx: int, mask: object, obj_ids: Iterable[int] | None = None) -> None:
+    def add_mask(self, frame_idx: int, mask: object, obj_ids: Iterable[int] | None = None, *,
+                 absent: Iterable[int] = ()) -> None:
         """Annotate objects on a frame.
 
         Args:
@@ -100,35 +102,56 @@ class VideoSession:
                 exactly one id in ``obj_ids``. Checked and fitted to the frame size by
                 :func:`~rdevos.io.masks.validate_mask`, the rule of ``rdevos segment --mask``: a mask a few pixels
                 off the frame size (same aspect ratio) is resized, with a warning.
-            obj_ids: the objects this mask annotates (default: all its non-zero labels). Several calls on the same
-                frame merge; a later call overrides the pixels of the objects it names.
+            obj_ids: the objects this mask annotates (default: all its non-zero labels); each must be a label of
+                the mask, except that a binary mask (0/1, bool, black/white) with one id is that object. Several
+                calls on the same frame merge; a later call overrides the pixels of the objects it names.
+            absent: objects known *not* to be on this frame (they left the view, or an editor removed them there):
+                annotated here with an empty mask. None of them may be a label of the mask.
+
+        Raises:
+            InputError: a frame outside the video, a mask that does not fit the frames, no object (and none
+                ``absent``), an id in ``obj_ids`` that is not a label of the mask, or an ``absent`` id the mask holds.
         """
         n = self.source.num_frames
         if frame_idx < 0 or (n is not None and frame_idx >= n):
             raise InputError(f"frame index {frame_idx} is outside the video (0..{(n or 1) - 1})")
         lm = validate_mask(mask, self.source.size, allow_empty=True, name=f"mask for frame {frame_idx}")
         labels = lm.labels.astype(np.int32)
+        present = lm.object_ids
         ids = None if obj_ids is None else [int(i) for i in obj_ids]
-        if ids is not None and len(ids) == 1 and set(np.unique(labels)) <= {0, 1}:
-            labels = labels * ids[0]
-        present = [int(v) for v in np.unique(labels) if v != 0]
-        ids = present if ids is None else ids
-        if not ids:
+        gone = list(dict.fromkeys(int(i) for i in absent))
+        if ids is not None and len(ids) == 1 and present == [1]:
+            labels = labels * ids[0]  # a binary mask of one object
+            present = ids
+        if ids is None:
+            ids = present
+        if not ids and not gone:
             raise InputError(f"the mask for frame {frame_idx} has no object")
+        missing = [i for i in ids if i not in present]
+        if missing:
+            raise InputError(
+                f"obj_ids {missing} are not labels of the mask for frame {frame_idx} (its labels: {present}); pass "
+                "the ids the mask holds, or a binary (0/1) mask with one id (objects not on the frame: absent=)")
+        held = [i for i in gone if i in present or i in ids]
+        if held:
+            raise InputError(f"absent {held}: the mask for frame {frame_idx} holds these objects")
         known = set(self.object_ids)
         for i in ids:
             if i not in known and self._ann and frame_idx > min(self._ann):
                 logger.info("object %d first appears on frame %d: it gets its own memory from there", i, frame_idx)
             self._removed.discard(i)
+        for i in gone:
+            self._removed.discard(i)
+        named = ids + gone
         ann = self._ann.get(frame_idx)
         if ann is None:
-            self._ann[frame_idx] = _Annotation(np.where(np.isin(labels, ids), labels, 0), list(ids))
+            self._ann[frame_idx] = _Annotation(np.where(np.isin(labels, ids), labels, 0), named)
         else:
-            for i in ids:
+            for i in named:
                 ann.labels[ann.labels == i] = 0
             sel = np.isin(labels, ids)
             ann.labels[sel] = labels[sel]
-            ann.ids += [i for i in ids if i not in ann.ids]
+            ann.ids += [i for i in named if i not in ann.ids]
 
     def add_prompt(self, frame_idx: int, *, box: Sequence[float] | None = None,
                    points: Sequence[Sequence[float | bool]] = (), obj_id: int | None = None,
@@ -275,7 +298,7 @@ class VideoSession:
             if state is not None:
                 eng.load_state_dict(state)
             last = p.frames()[-1] if p.end is not None else None
-            for idx, name, image in self._frames(frames):
+            for idx, name, image in encode_ahead(eng, self._frames(frames)):  # a thread ahead: see pipelining
                 m = self._mask_for(idx)
                 prob = eng.step(image, m[0] if m else None, objects=m[1] if m else None, is_last=idx == last)
                 if p.gives(idx):

@@ -1,8 +1,10 @@
 """The one atomic write: a temporary file next to the target, ``os.replace``-d onto it when complete.
 
 An interrupted process never leaves a half-written file under the final name (no ``fsync``: atomic against
-interruption, not against power loss). Permission rule, everywhere: the file gets what a plain ``open(path, "w")``
-would give, ``0o666`` minus the umask (``tempfile.mkstemp``'s ``0600`` is never left on a result).
+interruption, not against power loss). A write that fails (``ENOSPC``, ``EIO``) raises an ``OSError`` whose
+``filename`` is the destination, and leaves the destination as it was. Permission rule, everywhere: the file gets
+what a plain ``open(path, "w")`` would give, ``0o666`` minus the umask (``tempfile.mkstemp``'s ``0600`` is never
+left on a result).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
         yield tmp
         if tmp.exists():
             os.replace(tmp, dest)
+    except OSError as e:
+        # A failed write (full disk, I/O error) names no file, a failed open or rename the temporary one: name the
+        # file being written instead, so the one error line says which it was.
+        if e.errno is not None and (e.filename is None or str(e.filename) == str(tmp)):
+            raise OSError(e.errno, e.strerror or str(e), str(dest)) from e
+        raise
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from rdevos.errors import InputError
 
@@ -36,6 +36,8 @@ __all__ = [
     "open_frames",
     "natural_sort_key",
     "to_rgb_array",
+    "upright",
+    "read_image",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,60 @@ def natural_sort_key(name: str) -> tuple[Any, ...]:
     parts = re.split(r"(\d+)", name)
     key = tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts if p != "")
     return key + ((-1,), name)  # end marker: "frame2" < "frame2b"; then the raw name breaks ties
+
+
+#: EXIF orientations that swap width and height (rotations by 90 or 270 degrees, with or without a mirror).
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_ORIENTATION = 0x0112
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_ORIENTATION, 1) or 1)
+    except (ValueError, TypeError, OSError, SyntaxError):  # a malformed EXIF block: shown as stored
+        return 1
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """The image as viewers show it: its EXIF orientation applied (``PIL.ImageOps.exif_transpose``).
+
+    Phones store portrait photos sideways with an orientation tag; the frame and mask files rdevos segments
+    (frame folders, single images, :func:`~rdevos.io.masks.read_mask`, ``rdevos mask``) go through this, so that
+    frames and masks line up as the user sees them.
+    Images without the tag are returned as they are (no copy).
+    """
+    if _orientation(im) == 1:
+        return im
+    return ImageOps.exif_transpose(im)
+
+
+def _upright_size(im: Image.Image) -> tuple[int, int]:
+    """``(height, width)`` of :func:`upright` ``(im)``, from the header only."""
+    width, height = im.size
+    return (width, height) if _orientation(im) in _SWAPPING_ORIENTATIONS else (height, width)
+
+
+def read_image(path: PathLike, *, what: str | None = None) -> np.ndarray:
+    """Read one image file as a ``uint8`` RGB ``(H, W, 3)`` array, upright (EXIF orientation applied).
+
+    Args:
+        path: the image.
+        what: how to call it in messages (default: ``"image '<path>'"``).
+
+    Raises:
+        InputError: missing, corrupt or not an image.
+    """
+    name = what or f"image '{path}'"
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return to_rgb_array(upright(im), what=name)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{name} does not exist") from None
+    except _PIL_ERRORS as exc:
+        raise InputError(f"cannot read {name} (corrupt or not an image): {exc}") from exc
 
 
 def to_rgb_array(obj: Image.Image | np.ndarray, *, what: str = "image") -> np.ndarray:
@@ -248,7 +304,8 @@ class FolderSource(FrameSource):
 
     Supported: jpg, jpeg, png, webp, bmp (case-insensitive; hidden files are ignored).
     Every frame must have the size of the first one; this is checked when a frame is
-    read. EXIF orientation is ignored (as in the DAVIS/YouTube-VOS tooling).
+    read. EXIF orientation is applied, as image viewers do (see :func:`upright`): a phone's portrait
+    photo is a portrait frame.
 
     Args:
         path: folder of frames.
@@ -326,22 +383,14 @@ class FolderSource(FrameSource):
             path = self._files[0]
             try:
                 with Image.open(path) as im:
-                    width, height = im.size
+                    self._size = _upright_size(im)
             except _PIL_ERRORS as exc:
                 raise InputError(f"cannot read frame '{path}': {exc}") from exc
-            self._size = (height, width)
         return self._size
 
     def _read(self, index: int) -> np.ndarray:
         path = self._files[index]
-        try:
-            with Image.open(path) as im:
-                im.load()
-                arr = to_rgb_array(im, what=f"frame '{path}'")
-        except InputError:
-            raise
-        except _PIL_ERRORS as exc:
-            raise InputError(f"cannot read frame '{path}' (corrupt or not an image): {exc}") from exc
+        arr = read_image(path, what=f"frame '{path}'")
         expected = self.size
         got = (int(arr.shape[0]), int(arr.shape[1]))
         if got != expected:

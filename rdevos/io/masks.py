@@ -21,6 +21,7 @@ from PIL import Image
 
 from rdevos.errors import InputError
 from rdevos.io.atomic import atomic_write
+from rdevos.io.frames import upright
 
 __all__ = [
     "DAVIS_PALETTE",
@@ -105,6 +106,9 @@ _MODE_FIX = (
 #: anti-aliased drawing rather than a label map (use a palette PNG for more objects).
 MAX_MASK_COLOURS = 32
 
+#: Formats that always compress lossily: in these even one grey value without a region is an artefact.
+_LOSSY_FORMATS = ("JPEG", "MPO")
+
 #: Image modes read as colour masks (see :func:`labels_from_colours`).
 _COLOUR_MODES = ("RGB", "RGBA", "LA")
 
@@ -118,24 +122,81 @@ def _article(word: str) -> str:
     return "an" if word[:1].upper() in "AEFHILMNORSX" else "a"
 
 
-def _grey_labels(grey: np.ndarray, what: str) -> np.ndarray:
-    """Greyscale values are labels; a mask whose only values are 0 and 255 is binary (label 1)."""
-    values = np.unique(grey)
+#: A grey value is a *level* (a label) when at least this share of its pixels lie inside a flat region (all four
+#: neighbours share the value); values below it form no region of their own: the grey edge pixels a JPEG or an
+#: anti-aliased drawing puts between its levels. 10 %: JPEG artefacts measure 0-2 %, objects of 3x3 pixels or more 44 %
+#: and up.
+_FLAT_SHARE = 0.10
+#: Most pixels, as a share of the image, that snapping edge values to the nearest level may change; more means the
+#: image is not a label map with a few levels (a photo, a blurred image).
+_MAX_SNAPPED = 0.25
+#: In a lossy mask, levels this close to 255 are white.
+_WHITE_DRIFT = 8
+
+
+def _flat_counts(grey: np.ndarray) -> np.ndarray:
+    """Pixels per grey value whose four neighbours share their value (edges replicated)."""
+    p = np.pad(grey, 1, mode="edge")
+    c = p[1:-1, 1:-1]
+    flat = (c == p[:-2, 1:-1]) & (c == p[2:, 1:-1]) & (c == p[1:-1, :-2]) & (c == p[1:-1, 2:])
+    return np.bincount(grey[flat], minlength=256)
+
+
+def _grey_labels(grey: np.ndarray, what: str, lossy: bool = False) -> np.ndarray:
+    """Greyscale values are labels; a mask whose only values are 0 and 255 is binary (label 1).
+
+    A lossy mask (JPEG-compressed, anti-aliased or blurred: grey values that form no flat region, between a few
+    levels that do) is cleaned: every such pixel gets the nearest level, with a warning that names the mask and the
+    number of pixels changed; one the levels cannot explain is refused. Values without a flat region that are fewer
+    than two and than the non-zero levels are taken literally (thin objects of a real label map), except in a JPEG
+    file (``lossy``).
+    """
+    grey = np.ascontiguousarray(grey, dtype=np.uint8)
+    count = np.bincount(grey.ravel(), minlength=256)
+    values = np.flatnonzero(count)
+    if values.size > 2:
+        flat = _flat_counts(grey)
+        edge = [int(v) for v in values if flat[v] < _FLAT_SHARE * count[v]]
+        levels = np.array([int(v) for v in values if int(v) not in edge], np.int64)
+        # Artefacts outnumber the levels they surround; a label map may hold a few thin objects among many others.
+        if edge and (lossy or len(edge) >= max(2, int((levels > 0).sum()))):
+            changed = int(count[edge].sum())
+            if not (levels > 0).any() or changed > _MAX_SNAPPED * grey.size or levels.size > MAX_MASK_COLOURS + 1:
+                raise InputError(
+                    f"{what} is not a label map: {len(edge)} of its {values.size} grey values form no region "
+                    f"({100 * changed / grey.size:.0f} % of the pixels), leaving {levels.size} levels, as in a photo "
+                    f"or a blurred image; {_MODE_FIX}")
+            # nearest level, ties to the brighter one (0/255: values >= 128 become 255, as a threshold at half)
+            pos = np.clip(np.searchsorted(levels, np.arange(256)), 1, max(levels.size - 1, 1))
+            lo, hi = levels[pos - 1], levels[np.minimum(pos, levels.size - 1)]
+            lut = np.where(np.arange(256) - lo < hi - np.arange(256), lo, hi).astype(np.uint8)
+            lut[levels] = levels
+            # a lossy white is often not 255 (a heavily compressed 0/255 mask has its flat white at 253): near-white
+            # levels are white, so that such a mask stays binary
+            lut[lut >= 255 - _WHITE_DRIFT] = 255
+            grey = lut[grey]
+            levels = np.unique(lut[levels])
+            logger.warning("%s looks JPEG-compressed or anti-aliased: %d grey value(s) form no region; their %d "
+                           "pixels (%.2f %% of the image) now have the nearest of its levels %s (save masks "
+                           "losslessly, as PNG label maps)", what, len(edge), changed, 100 * changed / grey.size,
+                           levels.tolist())
+            values = levels
     if values.size and values[-1] == 255 and set(values.tolist()) <= {0, 255}:
         logger.debug("%s is black/white (0/255): reading it as a binary mask (label 1)", what)
         return (grey == 255).astype(np.uint8)
-    return grey.astype(np.uint8)
+    return grey
 
 
 def labels_from_colours(rgb: np.ndarray, alpha: np.ndarray | None = None, *, name: str = "mask",
-                        max_colours: int = MAX_MASK_COLOURS) -> tuple[np.ndarray, list[int] | None]:
+                        max_colours: int = MAX_MASK_COLOURS, lossy: bool = False
+                        ) -> tuple[np.ndarray, list[int] | None]:
     """Label map of a colour-coded mask (what image editors and many annotation tools export).
 
     Rules, in this order:
 
     1. Black ``(0, 0, 0)`` and fully transparent pixels (``alpha == 0``) are background (0).
-    2. Grey images (``R == G == B`` everywhere) are read like greyscale masks: the value is the label, and a
-       black/white (0/255) mask is object 1.
+    2. Grey images (``R == G == B`` everywhere) are read like greyscale masks: the value is the label, a
+       black/white (0/255) mask is object 1, and JPEG or anti-aliasing edges are snapped to the nearest level.
     3. If every other colour is a colour of the DAVIS/PASCAL-VOC palette, each pixel gets that colour's palette
        index (an RGB export of a DAVIS annotation keeps its labels).
     4. Otherwise the colours get ids 1, 2, ... in the order they first appear in raster order (row by row from
@@ -146,6 +207,7 @@ def labels_from_colours(rgb: np.ndarray, alpha: np.ndarray | None = None, *, nam
         alpha: optional ``(H, W)`` alpha channel.
         name: how to call the mask in messages.
         max_colours: most distinct non-background colours accepted.
+        lossy: the image comes from a lossy format (JPEG): a grey value without a flat region is always an artefact.
 
     Returns:
         ``(labels, palette)``: ``uint8`` ``(H, W)`` labels and a 768-int palette whose entry ``k`` is the colour of
@@ -158,7 +220,7 @@ def labels_from_colours(rgb: np.ndarray, alpha: np.ndarray | None = None, *, nam
     background = np.zeros(rgb.shape[:2], bool) if alpha is None else np.asarray(alpha) == 0
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         grey = np.where(background, 0, rgb[..., 0])
-        return _grey_labels(grey, name), None
+        return _grey_labels(grey, name, lossy), None
     packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     packed = np.where(background, 0, packed).ravel()
     colours, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
@@ -184,19 +246,21 @@ def labels_from_colours(rgb: np.ndarray, alpha: np.ndarray | None = None, *, nam
     return lut[inverse].reshape(rgb.shape[:2]), palette
 
 
-def _labels_from_image(im: Image.Image, what: str) -> tuple[np.ndarray, list[int] | None]:
-    """Labels and palette of a PIL image in any accepted mode (see :func:`read_mask`)."""
+def _labels_from_image(im: Image.Image, what: str, lossy: bool | None = None) -> tuple[np.ndarray, list[int] | None]:
+    """Labels and palette of a PIL image in any accepted mode (see :func:`read_mask`); ``lossy``: it was stored
+    in a lossy format (default: its ``format`` says)."""
+    lossy = im.format in _LOSSY_FORMATS if lossy is None else lossy
     mode = im.mode
     if mode == "P":
         raw = im.getpalette()
         return np.array(im, dtype=np.uint8), (_pad_palette(raw) if raw else None)
     if mode == "L":
-        return _grey_labels(np.array(im, dtype=np.uint8), what), None
+        return _grey_labels(np.array(im, dtype=np.uint8), what, lossy), None
     if mode == "1":
         return np.array(im, dtype=bool).astype(np.uint8), None
     if mode in _COLOUR_MODES:
         rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
-        return labels_from_colours(rgba[..., :3], rgba[..., 3], name=what)
+        return labels_from_colours(rgba[..., :3], rgba[..., 3], name=what, lossy=lossy)
     raise InputError(f"{what} is {_article(mode)} {mode} image, which rdevos does not read as a mask; {_MODE_FIX}")
 
 
@@ -208,10 +272,12 @@ def read_mask(path: PathLike, *, colour: bool = True) -> LabelMask:
     like any other (DAVIS-2017's "void" is a dataset rule, applied by :mod:`rdevos.eval.runners`).
 
     Accepted modes: ``'P'`` (palette indices are labels), ``'L'`` (values are labels; a mask whose only values
-    are 0 and 255 is binary: label 1), ``'1'`` (binary -> labels 0/1), and colour masks ``'RGB'``/``'RGBA'``
+    are 0 and 255 is binary: label 1; JPEG or anti-aliasing artefacts, grey values that form no region between a
+    few levels, are snapped to the nearest level with a warning, and an image they cannot explain, such as a
+    photo, is refused), ``'1'`` (binary -> labels 0/1), and colour masks ``'RGB'``/``'RGBA'``
     (also ``'LA'``): black and fully transparent pixels are background, DAVIS-palette
     colours are their palette indices, other colours get ids 1, 2, ... in order of first appearance, row by row
-    (see :func:`labels_from_colours`).
+    (see :func:`labels_from_colours`). An EXIF orientation is applied, as for frames (:func:`~rdevos.io.frames.upright`).
 
     Args:
         path: mask file.
@@ -231,7 +297,7 @@ def read_mask(path: PathLike, *, colour: bool = True) -> LabelMask:
             if not colour and im.mode not in ("P", "L", "1"):
                 raise InputError(f"{p}: annotation mode {im.mode!r}; expected a palette ('P') or greyscale ('L') PNG")
             im.load()
-            labels, palette = _labels_from_image(im, f"mask '{p}'")
+            labels, palette = _labels_from_image(upright(im), f"mask '{p}'", im.format in _LOSSY_FORMATS)
     except InputError:
         raise
     except _PIL_ERRORS as exc:

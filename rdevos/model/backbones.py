@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["EfficientNetLiteSpec", "EFFICIENTNET_LITE", "EfficientNetLite", "MBConv", "backbone_names", "lite_channels"]
+__all__ = ["EfficientNetLiteSpec", "EFFICIENTNET_LITE", "EfficientNetLite", "MBConv", "backbone_names", "lite_channels",
+           "same_padding"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,26 @@ def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
     return int(new)
 
 
+def same_padding(size: int | torch.Tensor, kernel: int, stride: int, dilation: int = 1
+                 ) -> tuple[int | torch.Tensor, int | torch.Tensor]:
+    """TensorFlow "SAME" padding (before, after) of one axis of ``size`` pixels.
+
+    ``total = max((ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)``, written as
+    ``(k - stride) + (-size mod stride)`` with tensor-friendly integer ops: under ``torch.jit.trace`` and
+    ``torch.onnx.export`` ``size`` is a traced 0-dim tensor, and the pads stay functions of the input shape instead
+    of constants of the traced example (stride 1: constants ``k - 1``, which do not depend on the size).
+    """
+    k = (kernel - 1) * dilation + 1
+    if stride == 1:
+        total: int | torch.Tensor = k - 1
+    else:
+        total = k - stride + (stride - size % stride) % stride
+        if k < stride:  # can be negative (e.g. a 1x1 stride-2 conv)
+            total = total.clamp(min=0) if isinstance(total, torch.Tensor) else max(total, 0)
+    before = total // 2
+    return before, total - before
+
+
 class SameConv2d(nn.Conv2d):
     """``nn.Conv2d`` with TensorFlow "SAME" padding (asymmetric for even sizes at stride 2)."""
 
@@ -116,12 +137,11 @@ class SameConv2d(nn.Conv2d):
         return F.conv2d(x, weight, shift, self.stride, 0, self.dilation, self.groups)
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size, k, s in ((x.shape[-1], self.kernel_size[1], self.stride[1]),
-                           (x.shape[-2], self.kernel_size[0], self.stride[0])):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        return F.pad(x, pads) if any(pads) else x
+        pads = [*same_padding(x.shape[-1], self.kernel_size[1], self.stride[1]),
+                *same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])]
+        if all(isinstance(p, int) for p in pads) and not any(pads):
+            return x
+        return F.pad(x, pads)
 
 
 class MBConv(nn.Module):

@@ -11,9 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-from rdevos.errors import CheckpointError, InputError
-from rdevos.prompt.encoding import Box, Point, Window, prompt_window, render_prompts, unwarp_probs, warp_image, \
-    warp_mask
+from rdevos.errors import CheckpointError
+from rdevos.prompt.encoding import Box, check_prompt, finish_prompt, keep_clicked_parts, prepare_prompt
 from rdevos.prompt.model import PromptConfig, PromptNet
 
 __all__ = ["PromptPredictor", "load_prompt_model", "save_prompt_model", "grabcut_mask", "check_prompt"]
@@ -22,41 +21,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "rdevos-prompt"
 _AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
-
-
-def check_prompt(height: int, width: int, box: Box | Sequence[float] | None,
-                 points: Sequence[Sequence[float | bool]], has_prev: bool = False) -> tuple[Box | None, list[Point]]:
-    """Validate a box and clicks against a frame size; returns them normalised (floats, ``bool`` polarity).
-
-    Without a box there must be a positive click, or a previous mask (``has_prev``) that negative clicks refine.
-    Raises :class:`InputError` naming the problem (no prompt, malformed or empty box, coordinates off the frame).
-    """
-    b: Box | None = None
-    if box is not None:
-        if len(box) != 4:
-            raise InputError(f"a box is 4 numbers x0,y0,x1,y1; got {list(box)}")
-        x0, y0, x1, y1 = (float(v) for v in box)
-        if not (x1 > x0 and y1 > y0):
-            raise InputError(f"box {x0:g},{y0:g},{x1:g},{y1:g} is empty: need x0 < x1 and y0 < y1")
-        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-            raise InputError(f"box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width}x{height} (WxH) frame")
-        b = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
-        if b != (x0, y0, x1, y1):
-            logger.warning("box %g,%g,%g,%g reaches past the %dx%d (WxH) frame; clipped to %g,%g,%g,%g",
-                           x0, y0, x1, y1, width, height, *b)
-    pts: list[Point] = []
-    for p in points:
-        if len(p) not in (2, 3):
-            raise InputError(f"a click is x,y or x,y,positive; got {list(p)}")
-        x, y = float(p[0]), float(p[1])
-        if not (0 <= x < width and 0 <= y < height):
-            raise InputError(f"click {x:g},{y:g} lies outside the {width}x{height} (WxH) frame")
-        pts.append((x, y, bool(p[2]) if len(p) == 3 else True))
-    if b is None and not any(p[2] for p in pts) and not (has_prev and pts):
-        raise InputError("a prompt needs a box or at least one positive click (or a previous mask to refine)")
-    return b, pts
+#: Former private name of :func:`rdevos.prompt.encoding.keep_clicked_parts`.
+_keep_clicked_parts = keep_clicked_parts
 
 
 class PromptPredictor:
@@ -91,43 +57,18 @@ class PromptPredictor:
             points: clicks ``(x, y)`` or ``(x, y, positive)``; ``x``/``y`` are the pixel's column/row.
             prev_mask: the previous result for this object (H, W), when refining with more clicks.
         """
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"the frame must be an (H, W, 3) uint8 RGB array, not {image.dtype} {image.shape}")
-        h, w = image.shape[:2]
-        b, pts = check_prompt(h, w, box, points, has_prev=prev_mask is not None)
-        if prev_mask is not None and np.asarray(prev_mask).shape != (h, w):
-            raise InputError(f"prev_mask has shape {np.asarray(prev_mask).shape}, the frame is {h}x{w}")
-        window = prompt_window(h, w, b, pts, prev_mask, self.net.config.context)
-        crop = self._crop(image, window)
-        prev = None if prev_mask is None else warp_mask(np.asarray(prev_mask) > 0.5, window, self.size)
-        prompts = torch.from_numpy(render_prompts(window, self.size, b, pts, prev))[None].to(self.device)
+        prep = prepare_prompt(image, box, points, prev_mask, self.size, self.net.config.context)
+        crop = torch.from_numpy(prep.crop)[None].to(self.device)
+        prompts = torch.from_numpy(prep.maps)[None].to(self.device)
         dtype = _AUTOCAST[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits = self.net(crop, prompts)
-        probs = unwarp_probs(torch.sigmoid(logits.float())[0, 0].cpu().numpy(), window, h, w)
-        if self.keep_clicked and b is None:
-            probs = _keep_clicked_parts(probs, pts)
-        return probs
+        return finish_prompt(torch.sigmoid(logits.float())[0, 0].cpu().numpy(), prep, self.keep_clicked)
 
     def predict(self, image: np.ndarray, box: Box | Sequence[float] | None = None,
                 points: Sequence[Sequence[float | bool]] = (), prev_mask: np.ndarray | None = None) -> np.ndarray:
         """Binary object mask (H, W) bool; arguments as in :meth:`predict_probs`."""
         return self.predict_probs(image, box, points, prev_mask) > 0.5
-
-    def _crop(self, image: np.ndarray, window: Window) -> torch.Tensor:
-        crop = (warp_image(image, window, self.size).astype(np.float32) - _MEAN) / _STD
-        return torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device)
-
-
-def _keep_clicked_parts(probs: np.ndarray, points: Sequence[Point]) -> np.ndarray:
-    """Zero the connected parts of ``probs > 0.5`` that hold no positive click (unchanged if none holds one)."""
-    n, comp = cv2.connectedComponents((probs > 0.5).astype(np.uint8), connectivity=8)
-    h, w = probs.shape
-    keep = {int(comp[min(int(y), h - 1), min(int(x), w - 1)]) for x, y, pos in points if pos} - {0}
-    if n <= 2 or not keep:
-        return probs
-    return np.where(np.isin(comp, list(keep)) | (probs <= 0.5), probs, 0.0).astype(np.float32)
 
 
 def save_prompt_model(net: PromptNet, path: str | os.PathLike[str], *, half: bool = False,
@@ -145,10 +86,9 @@ def load_prompt_model(model: str | os.PathLike[str] | None = None) -> PromptNet:
     from rdevos.hub.registry import resolve_prompt_weights  # noqa: PLC0415
 
     path = resolve_prompt_weights(model)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read prompt model {path}: {type(e).__name__}: {e}") from e
+    from rdevos.hub.convert import read_tensors  # noqa: PLC0415
+
+    ckpt = read_tensors(path, "prompt model")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an rdevos prompt-model checkpoint (no format={CHECKPOINT_FORMAT!r})")
     try:

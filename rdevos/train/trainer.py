@@ -492,10 +492,9 @@ class Trainer:
 
     @staticmethod
     def _read_resumable(path: Path) -> dict[str, Any]:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"cannot read training checkpoint {path}: {type(e).__name__}: {e}") from e
+        from rdevos.hub.convert import read_tensors  # noqa: PLC0415
+
+        obj = read_tensors(path, "training checkpoint")
         if not isinstance(obj, Mapping) or obj.get("format") != CKPT_FORMAT:
             raise CheckpointError(f"{path} is not an rdevos training checkpoint (use stages.N.load / init to start "
                                   "from plain weights)")

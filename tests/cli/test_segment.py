@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -9,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import rdevos.io.atomic as atomic_mod
 import rdevos.io.masks as masks_mod
 from rdevos.cli import main
 from rdevos.hub import save_checkpoint
 from rdevos.io.masks import read_mask, write_mask
 from rdevos.model.network import RDEVOS
-from tests.conftest import SAMPLE
+from tests.conftest import REPO, SAMPLE
 
 FRAMES = SAMPLE / "frames"
 MASK = SAMPLE / "first_mask.png"
@@ -249,7 +253,7 @@ def test_a_finished_run_restores_missing_masks_and_says_so(tmp_path: Path, ckpt:
     capsys.readouterr()
     assert _run(short_clip, "--mask", MASK, "-o", out, "--model", ckpt) == 0
     said = capsys.readouterr().out
-    assert "restored 2 missing mask(s)" in said and "00002" in said and "00005" in said
+    assert "restored the missing outputs of 2 frame(s)" in said and "00002" in said and "00005" in said
     after = {p.name: p.read_bytes() for p in out.glob("*.png")}
     assert after == before  # the same bytes as the first run
     untouched = {n: t for n, t in kept.items() if n not in ("00002.png", "00005.png")}
@@ -272,3 +276,186 @@ def test_both_with_an_object_given_later_covers_every_frame(tmp_path: Path, ckpt
     assert sorted(p.stem for p in out.glob("*.png")) == [f"{i:05d}" for i in range(7)]
     meta = json.loads((out / ".rdevos-run.json").read_text())
     assert meta["complete"] and meta["done"] == meta["total"] == 7 + 4
+
+
+# ------------------------------------------------------------------ output folders: nothing of the user's is lost
+def _seg(*args: object) -> int:
+    """A quick run: the frames scaled to a short side of 64."""
+    return main(["-q", "segment", *map(str, args), "--no-progress", "--resolution", "64", "--precision", "fp32"])
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    """Every file under ``d`` but rdevos's own hidden ones."""
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and not p.name.startswith(".rdevos-")}
+
+
+def _same_outputs(a: Path, b: Path) -> None:
+    ta, tb = _tree(a), _tree(b)
+    assert ta.keys() == tb.keys()
+    for rel in ta:
+        if rel.endswith(".npz"):
+            with np.load(a / rel) as x, np.load(b / rel) as y:
+                assert (x["probs"] == y["probs"]).all(), rel
+        else:
+            assert ta[rel] == tb[rel], rel
+
+
+def test_overwrite_never_deletes_frames_or_files_rdevos_did_not_write(tmp_path: Path, ckpt: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 25: -o = the folder of PNG frames with --overwrite (as the error advised) deleted every frame; a folder
+    # holding holiday.png and 00099.png lost both.
+    frames = tmp_path / "pngs"
+    frames.mkdir()
+    for f in sorted(FRAMES.glob("*.jpg"))[:3]:
+        Image.open(f).save(frames / f"{f.stem}.png")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    Image.open(FRAMES / "00005.jpg").save(mine / "holiday.png")
+    write_mask(mine / "00099.png", np.asarray(Image.open(MASK)))
+    before = {d: _tree(d) for d in (frames, mine)}
+    for out, says in ((frames, "lies in the output folder"), (mine, "did not write (00099.png, holiday.png)")):
+        for extra in ([], ["--overwrite"]):
+            assert _seg(frames, "--mask", MASK, "-o", out, "--model", ckpt, *extra) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("rdevos: error: -o") and err.count("\n") == 1 and says in err
+            assert "--overwrite" not in err  # never advised where it cannot help
+    assert {d: _tree(d) for d in (frames, mine)} == before
+
+
+def test_outputs_that_would_land_on_the_inputs_are_refused(tmp_path: Path, ckpt: Path, short_clip: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 25: -o = the folder of JPEG frames wrote masks among them (every later run failed); mask -o = its frame
+    # replaced the frame.
+    link = tmp_path / "link"
+    link.symlink_to(short_clip)
+    for out in (short_clip, link):
+        assert _seg(short_clip, "--mask", MASK, "-o", out, "--model", ckpt) == 2
+        assert "input frame" in capsys.readouterr().err
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "first.png").write_bytes(MASK.read_bytes())
+    assert _seg(short_clip, "--mask", out / "first.png", "-o", out, "--model", ckpt, "--overwrite") == 2
+    assert f"mask {out / 'first.png'} lies in the output folder" in capsys.readouterr().err
+    gif = tmp_path / "m.gif"
+    gif.write_bytes(MASK.read_bytes())
+    assert _seg(short_clip, "--mask", gif, "-o", tmp_path / "o2", "--model", ckpt, "--gif", gif) == 2
+    assert "--gif" in capsys.readouterr().err and gif.read_bytes() == MASK.read_bytes()
+    assert not list(short_clip.glob("*.png")) and _tree(out) == {"first.png": MASK.read_bytes()}
+
+    frame = tmp_path / "f.png"
+    Image.open(short_clip / "00000.jpg").save(frame)
+    (tmp_path / "f-link.png").symlink_to(frame)
+    data = frame.read_bytes()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for target in (frame, Path("f.png"), Path("./sub/../f.png"), tmp_path / "f-link.png"):
+            (tmp_path / "sub").mkdir(exist_ok=True)
+            assert main(["mask", str(frame), "--box", "10,10,100,100", "-o", str(target)]) == 2
+            assert "is the input image" in capsys.readouterr().err
+    finally:
+        os.chdir(cwd)
+    assert frame.read_bytes() == data
+
+
+def test_outputs_added_on_a_resume_cover_every_frame(tmp_path: Path, ckpt: Path, short_clip: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 25: --per-object --save-probs added after Ctrl-C: exit 0 with objects/ and probs/ lacking the first frames
+    clean = tmp_path / "clean"
+    assert _seg(short_clip, "--mask", MASK, "-o", clean, "--model", ckpt, "--per-object", "--save-probs") == 0
+    real, count = masks_mod.write_mask, {"n": 0}
+
+    def interrupted(path, *a, **k):  # type: ignore[no-untyped-def]
+        count["n"] += 1
+        if count["n"] == 4:
+            raise KeyboardInterrupt
+        return real(path, *a, **k)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(masks_mod, "write_mask", interrupted)
+    assert _seg(short_clip, "--mask", MASK, "-o", out, "--model", ckpt) == 130
+    monkeypatch.setattr(masks_mod, "write_mask", real)
+    assert len(list(out.glob("*.png"))) == 3
+    assert _seg(short_clip, "--mask", MASK, "-o", out, "--model", ckpt, "--per-object", "--save-probs") == 0
+    assert len(list((out / "objects" / "1").glob("*.png"))) == len(list((out / "probs").glob("*.npz"))) == 7
+    _same_outputs(out, clean)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device that is always full)")
+def test_a_full_disk_is_one_line_naming_the_file_and_the_run_resumes(tmp_path: Path, ckpt: Path, short_clip: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    assert _seg(short_clip, "--mask", MASK, "-o", clean, "--model", ckpt, "--mem-every", "2") == 0
+    real_open = open
+
+    def disk_full_at_frame_4(path, mode):  # type: ignore[no-untyped-def]
+        full = Path(path).name.startswith(".00004.png.")  # the temporary file of 00004.png: the disk is full
+        return real_open("/dev/full" if full else path, mode.replace("x", "w") if full else mode)
+
+    monkeypatch.setattr(atomic_mod, "open", disk_full_at_frame_4, raising=False)
+    capsys.readouterr()
+    assert _seg(short_clip, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "2") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"rdevos: error: No space left on device: {out / '00004.png'} (") and err.count("\n") == 1
+    assert sorted(p.stem for p in out.glob("*.png")) == ["00000", "00001", "00002", "00003"]  # kept
+    monkeypatch.setattr(atomic_mod, "open", real_open, raising=False)
+    assert _seg(short_clip, "--mask", MASK, "-o", out, "--model", ckpt, "--mem-every", "2") == 0
+    assert json.loads((out / ".rdevos-run.json").read_text())["frames_this_run"] < 7  # resumed
+    _same_outputs(out, clean)
+
+
+def test_a_second_run_into_a_folder_in_use_stops_at_once(tmp_path: Path, ckpt: Path, short_clip: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 25: two identical runs into one folder both computed everything
+    out = tmp_path / "out"
+    hold = ("import sys, time\nfrom rdevos.inference.runs import RunFolder\nwith RunFolder(sys.argv[1]).locked():\n"
+            "    print('locked', flush=True)\n    time.sleep(300)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        assert _seg(short_clip, "--mask", MASK, "-o", out, "--model", ckpt) == 1
+        err = capsys.readouterr().err
+        assert f"in use by another rdevos run (process {proc.pid})" in err and err.count("\n") == 1
+        assert not list(out.glob("*.png"))
+    finally:
+        proc.kill()  # SIGKILL: the lock goes with the process, a stale lock file blocks nobody
+        proc.wait()
+    assert _seg(short_clip, "--mask", MASK, "-o", out, "--model", ckpt) == 0
+    assert len(list(out.glob("*.png"))) == 7
+
+
+@pytest.mark.parametrize(("direction", "frames"), [("forward", 4), ("backward", 4), ("both", 7)])
+def test_the_summary_counts_frames(tmp_path: Path, ckpt: Path, short_clip: Path, capsys: pytest.CaptureFixture[str],
+                                   direction: str, frames: int) -> None:
+    # issue 25: --direction both said "wrote 29 masks" for 16 frames (fused frames are computed twice)
+    out = tmp_path / "out"
+    assert _seg(short_clip, "--mask", f"{MASK}@3", "-o", out, "--model", ckpt, "--direction", direction) == 0
+    assert f"wrote {frames} frames to {out} in " in capsys.readouterr().out
+    assert len(list(out.glob("*.png"))) == frames
+
+
+def test_a_named_preset_wins_over_the_model_defaults(tmp_path: Path, tiny_model: RDEVOS, short_clip: Path) -> None:
+    """Issue 25 (6): '--preset davis2017' was ignored with a model that has its own settings (the default model)."""
+    ckpt = save_checkpoint(tiny_model, tmp_path / "own.pt", inference={"resolution": 96, "top_k": 7, "mem_every": 5})
+    args = ["-q", "segment", short_clip, "--mask", MASK, "--model", ckpt, "--no-progress", "--precision", "fp32"]
+
+    def settings(out: str, *more: str) -> dict:
+        assert main([*map(str, args), "-o", str(tmp_path / out), *more]) == 0
+        return json.loads((tmp_path / out / ".rdevos-run.json").read_text())["settings"]
+
+    s = settings("named", "--preset", "davis2017")
+    assert (s["top_k"], s["mem_every"], s["resolution"]) == (40, 3, None)
+    s = settings("explicit", "--preset", "davis2017", "--mem-every", "2", "--resolution", "64")
+    assert (s["top_k"], s["mem_every"], s["resolution"]) == (40, 2, 64)
+    s = settings("own")  # no preset named: the model's own settings
+    assert (s["top_k"], s["mem_every"], s["resolution"]) == (7, 5, 96)
+
+
+def test_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["segment", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: modelscope)" not in text  # the model's own settings are the default
+    assert "for the embedded model short side 480, top-k 20, every 5th frame" in text

@@ -89,3 +89,27 @@ def test_table_shows_ratio_to_reference_and_cpu_flags() -> None:
     assert "machine: Some CPU (avx512_bf16), 2 torch thread(s)" in table
     m = bench._machine()
     assert {"cpu_flags", "cpu_amx", "cpu_default_precision"} <= m.keys()
+
+
+def test_peers_without_their_extra_fail_naming_it(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for module in ("sam2", "sam2.build_sam", "cutie", "cutie.inference", "cutie.inference.inference_core",
+                   "hydra"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(InputError, match=r"extra 'peers' \(missing: sam2, rf-cutie, hydra-core\).*pip install 'rdevos\[peers\]'"):
+        bench.require_peers()
+    assert main(["-q", "bench", "--lengths", "2", "--peers"]) == 1  # before anything is measured
+    err = capsys.readouterr().err
+    assert err.startswith("rdevos: error: --peers needs the optional extra 'peers'") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("peer", ["cutie-small",
+                                  pytest.param("sam2.1-tiny", marks=pytest.mark.slow)])  # ~1 min a frame loaded
+def test_a_peer_runs_on_the_bench_clip_with_random_weights(peer: str) -> None:
+    try:
+        bench.require_peers()
+    except InputError as e:
+        pytest.skip(str(e))
+    row = bench.measure(bench.BenchConfig(impl=peer, resolution=64, length=2, objects=2, warmup=0, threads=1))
+    assert row.error is None and row.impl == peer and (row.height, row.width) == (64, 114)
+    assert row.s_per_frame > 0 and row.cpu_s_per_frame > 0 and row.peak_rss_mib > 50

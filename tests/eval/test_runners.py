@@ -189,3 +189,28 @@ def test_generic_object_appearing_later_is_prompted_once_and_flagged(davis_tree:
     np.testing.assert_array_equal(got2[given2 == 1], 1)  # object 1 joins on frame 2 ...
     for i in (3, 5):  # ... and nothing is given after it
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"o/bear/{i:05d}.png")), got2)
+
+
+def test_run_dataset_official_preset_wins_over_the_model_defaults(davis_tree: Path, tmp_path: Path,
+                                                                   tiny_model: RDEVOS) -> None:
+    """Issue 25 (6): run-dataset's "official preset" was ignored for a model with its own settings."""
+    import json
+
+    ckpt = save_checkpoint(tiny_model, tmp_path / "own.pt", inference={"resolution": 96, "top_k": 7, "mem_every": 5})
+    argv = ["-q", "run-dataset", "--root", str(davis_tree), "--model", str(ckpt), "--sequences", "soccerball",
+            "--no-progress"]
+
+    def config(out: str, *more: str) -> dict:
+        assert main([*argv, "-o", str(tmp_path / out), *more]) == 0
+        return json.loads((tmp_path / out / "run_summary.rank0.json").read_text())["config"]
+
+    c = config("official")
+    assert (c["top_k"], c["mem_every"], c["resolution"]) == (40, 3, None)
+    c = config("explicit", "--top-k", "9")
+    assert (c["top_k"], c["mem_every"], c["resolution"]) == (9, 3, None)
+    from rdevos.hub import load_model
+
+    s = run_dataset(davis_tree, tmp_path / "api", model=load_model(ckpt), sequences=["bear"], progress=False)
+    assert s.done == ["bear"]
+    c = json.loads((tmp_path / "api" / "run_summary.rank0.json").read_text())["config"]
+    assert (c["top_k"], c["mem_every"], c["resolution"]) == (40, 3, None)

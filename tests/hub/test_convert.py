@@ -125,11 +125,13 @@ def test_checkpoint_inference_defaults(tmp_path: Path, tiny_model: RDEVOS) -> No
     p = save_checkpoint(tiny_model, tmp_path / "lite.pt", inference={"resolution": 96, "mem_every": 3})
     loaded = load_model(p)
     assert loaded.inference_defaults == {"resolution": 96, "mem_every": 3}
-    # pipeline: preset < the model's defaults < explicit arguments.
+    # pipeline: library defaults < the model's defaults < a preset the user names < explicit arguments.
     assert pipeline(model=p).config.resolution == 96
-    assert pipeline(model=p, preset="davis2017").config.mem_every == 3
+    named = pipeline(model=p, preset="davis2017").config
+    assert (named.resolution, named.mem_every, named.top_k) == (None, 3, 40)
+    assert pipeline(model=p, preset="davis2017", resolution=128).config.resolution == 128
     assert pipeline(model=p, resolution=128).config.resolution == 128
-    assert pipeline(model=tiny_model).config.resolution == 480  # no defaults: the preset's
+    assert pipeline(model=tiny_model).config.resolution == 480  # no defaults: the library's (ModelScope's)
     # saved again, the defaults travel with the model; bad entries are refused with the allowed keys.
     assert load_model(save_checkpoint(loaded, tmp_path / "again.pt")).inference_defaults["resolution"] == 96
     with pytest.raises(CheckpointError, match="allowed keys"):
@@ -158,3 +160,36 @@ def test_the_trainer_uses_the_library_device_rule(monkeypatch: pytest.MonkeyPatc
     assert trainer._resolve_device("auto").type == "mps"  # the trainer's old picker had no MPS
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert trainer._resolve_device("auto").type == "cpu"
+
+
+def test_checkpoint_errors_are_one_line_without_torch_advice(tmp_path: Path, tiny_model: RDEVOS,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 25: a checkpoint with a pickled object printed torch's multi-line advice, among it to re-run with
+    weights_only=False ("will likely succeed")."""
+    import argparse
+
+    from rdevos.cli import main
+    from tests.conftest import SAMPLE
+
+    with_args = tmp_path / "with_args.pth"  # what training scripts write: weights and an argparse.Namespace
+    torch.save({"state_dict": tiny_model.state_dict(), "args": argparse.Namespace(lr=1e-4)}, with_args)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(with_args.read_bytes()[:4096])
+    plain = tmp_path / "plain_pickle.pth"
+    with open(plain, "wb") as f:
+        pickle.dump({"w": [1.0, 2.0]}, f, protocol=4)
+    mismatch = tmp_path / "mismatch.pth"
+    sd = tiny_model.state_dict()
+    del sd["key_comp.bias"]
+    torch.save(sd, mismatch)
+    cases = {with_args: "argparse.Namespace", truncated: "corrupt or truncated", plain: "not a file of tensors",
+             mismatch: "key_comp.bias"}
+    for path, words in cases.items():
+        rc = main(["segment", str(SAMPLE / "frames"), "--mask", str(SAMPLE / "first_mask.png"), "--model", str(path),
+                   "-o", str(tmp_path / "out"), "--no-progress"])
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 1, err
+        assert len(lines) == 1 and lines[0].startswith("rdevos: error: ") and str(path) in lines[0], err
+        assert words in lines[0], err
+        assert "weights_only=False" not in err and "will likely succeed" not in err, err

@@ -140,3 +140,27 @@ def test_bf16_close_to_fp32(tiny_model: RDEVOS, clip) -> None:
     agree = np.mean([(a == b).mean() for a, b in zip(out[Precision.FP32], out[Precision.BF16])])
     # Random weights give probabilities near 0.5, where bf16 rounding flips pixels; trained weights agree more.
     assert agree > 0.9
+
+
+def test_labels_are_the_argmax_with_ties_to_the_first_channel(tiny_model: RDEVOS, clip) -> None:
+    frames, mask = clip
+    eng = InferenceEngine(tiny_model, InferenceConfig(resolution=None))
+    eng.step(frames[0], mask)  # objects 3 and 7
+    g = torch.Generator().manual_seed(0)
+    prob = torch.randint(0, 3, (3, 60, 90), generator=g).float() / 2  # many exact ties
+    want = torch.tensor([0, 3, 7])[prob.argmax(dim=0)]
+    assert torch.equal(eng.probs_to_labels(prob), want)
+    assert torch.equal(eng.probs_to_labels(prob[:, :, 5:]), want[:, 5:])  # strided, as the unpadded output is
+
+
+def test_a_frame_encoded_ahead_gives_the_same_step(tiny_model: RDEVOS, clip) -> None:
+    frames, mask = clip
+    cfg = InferenceConfig(resolution=None, mem_every=2)
+    a, b = InferenceEngine(tiny_model, cfg), InferenceEngine(tiny_model, cfg)
+    for i, f in enumerate(frames[:5]):
+        pa = a.step(f, mask if i == 0 else None)
+        pb = b.step(b.encode(f), mask if i == 0 else None)
+        assert torch.equal(pa, pb)
+    other = InferenceEngine(tiny_model, InferenceConfig(resolution=96))
+    with pytest.raises(InputError, match="another network or settings"):
+        a.step(other.encode(frames[5]))

@@ -81,3 +81,26 @@ def test_pipeline_without_model_names_the_problem(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(reg.REGISTRY, reg.DEFAULT_MODEL, type(spec)(**{**spec.__dict__, "resource": "assets/none.pt"}))
     with pytest.raises(ModelNotFoundError, match="embedded model"):
         pipeline("video-object-segmentation")
+
+
+def test_a_named_preset_applies_with_the_default_model(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 25 (6): pipeline(preset='davis2017') with the embedded model still ran top-k 20, memory every 5th frame
+    at 480p (the model's own settings won). The rule: explicit > named preset > model's defaults > library's."""
+    from rdevos import InferenceConfig, load_model
+
+    model = load_model()
+    assert model.inference_defaults == {"resolution": 480, "top_k": 20, "mem_every": 5}
+    own = pipeline(model=model).config
+    assert (own.top_k, own.mem_every, own.resolution) == (20, 5, 480)
+    with caplog.at_level("INFO", logger="rdevos.config"):
+        named = pipeline(model=model, preset="davis2017").config
+    assert (named.top_k, named.mem_every, named.resolution) == (40, 3, None)
+    assert "top_k 40" in caplog.text and "preset davis2017" in caplog.text and "model's own" in caplog.text
+    yt = pipeline(model=model, preset="youtubevos").config
+    assert (yt.top_k, yt.mem_every, yt.resolution, yt.schedule.value) == (20, 4, 480, "relative")
+    both = pipeline(model=model, preset="davis2017", top_k=10, resolution=360).config
+    assert (both.top_k, both.mem_every, both.resolution) == (10, 3, 360)
+    # the rule itself, without a model
+    assert InferenceConfig.for_model(None) == InferenceConfig()
+    assert InferenceConfig.for_model({"mem_every": 5}, "modelscope").mem_every == 4
+    assert InferenceConfig.for_model({"mem_every": 5}, None, mem_every=2).mem_every == 2

@@ -166,3 +166,45 @@ def test_both_resumed_in_the_forward_pass_needs_the_earlier_results(tiny_model: 
     for a, b in zip(full[-len(rest):], rest):
         assert a.index == b.index
         np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_add_mask_ids_must_be_labels_of_the_mask(tiny_model: RDEVOS, clip) -> None:
+    """Issue 25 (7): add_mask(f, mask_with_label_3, obj_ids=[5]) made an empty object 5 and dropped label 3."""
+    from PIL import Image
+
+    frames, mask = clip  # labels {3, 7}
+    s = _session(tiny_model, clip)
+    only3 = np.where(mask == 3, 3, 0).astype(np.uint8)
+    with pytest.raises(InputError, match=r"obj_ids \[5\] are not labels of the mask for frame 4 \(its labels: \[3\]\)"):
+        s.add_mask(4, only3, obj_ids=[5])
+    with pytest.raises(InputError, match=r"obj_ids \[9\] are not labels"):
+        s.add_mask(0, mask, obj_ids=[3, 9])
+    assert s.annotated_frames == [] and s.object_ids == []  # nothing half-added
+    # a binary mask with one id is that object (0/1, bool, a black/white image alike)
+    s.add_mask(0, (mask == 3).astype(np.uint8), obj_ids=[5])
+    s.add_mask(2, mask == 7, obj_ids=[6])
+    s.add_mask(4, Image.fromarray(((mask == 3) * 255).astype(np.uint8), "L"), obj_ids=[8])
+    # a subset of a multi-object mask's labels annotates those objects only
+    s.add_mask(6, mask, obj_ids=[7])
+    assert s.object_ids == [5, 6, 8, 7]
+    ann = s.annotations()
+    np.testing.assert_array_equal(ann[0], np.where(mask == 3, 5, 0))
+    np.testing.assert_array_equal(ann[6], np.where(mask == 7, 7, 0))
+
+
+def test_objects_absent_from_a_frame(tiny_model: RDEVOS, clip) -> None:
+    """An object said to be absent on a later frame is empty there (the web editor's 'not on this frame')."""
+    frames, mask = clip  # labels {3, 7}
+    s = _session(tiny_model, clip)
+    s.add_mask(0, mask)
+    only7 = np.where(mask == 7, 7, 0).astype(np.uint8)
+    with pytest.raises(InputError, match=r"absent \[7\]: the mask for frame 3 holds these objects"):
+        s.add_mask(3, only7, absent=[7])
+    s.add_mask(3, only7, absent=[3])
+    out = {f.index: f for f in s.propagate()}
+    assert not (out[3].labels == 3).any() and (out[3].labels[mask == 7] == 7).all()
+    assert out[3].object_ids == [3, 7]  # still tracked (it may come back), but not on frame 3
+    s.add_mask(5, np.zeros_like(mask), absent=[3, 7])  # every object gone: an empty mask is fine then
+    assert not list(s.propagate(start=5))[0].labels.any()
+    with pytest.raises(InputError, match="has no object"):
+        s.add_mask(6, np.zeros_like(mask))

@@ -277,3 +277,36 @@ def test_corrupt_mid_stream(tmp_path: Path, sample_mp4: Path) -> None:
     with pytest.raises(InputError, match=r"broken\.mp4.*frame \d+"):
         for _ in src:
             pass
+
+
+def _save_sideways(src: np.ndarray, path: Path, orientation: int = 6) -> Path:
+    """Store an image as a phone does: the pixels rotated, with the EXIF orientation that turns them upright."""
+    stored = np.ascontiguousarray(np.rot90(src, k=1))  # 90 degrees counter-clockwise: orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(path, exif=exif.tobytes(), **({"quality": 95} if path.suffix == ".jpg" else {}))
+    return path
+
+
+def test_exif_orientation_applied_to_frames_and_masks(tmp_path: Path, sample_images: list[np.ndarray]) -> None:
+    """Issue 25: EXIF-rotated JPEG frames were read sideways; frames and masks follow the orientation as viewers
+    show them (PIL.ImageOps.exif_transpose)."""
+    from rdevos.io.masks import read_mask
+    from rdevos.io.sample import sample_mask_path
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for i in range(3):
+        _save_sideways(sample_images[i], folder / f"{i:05d}.jpg")
+    assert Image.open(folder / "00000.jpg").size == (270, 480)  # stored sideways
+    src = FolderSource(folder)
+    assert src.size == SAMPLE_SIZE
+    for i, fr in enumerate(src):
+        assert fr.image.shape == (*SAMPLE_SIZE, 3)
+        assert np.abs(fr.image.astype(int) - sample_images[i].astype(int)).mean() < 3  # upright, not mirrored
+    single = open_frames(folder / "00001.jpg")  # a single image file too
+    assert single.size == SAMPLE_SIZE and single.get(0).image.shape == (*SAMPLE_SIZE, 3)
+    # a mask stored sideways with an orientation tag lines up with the frames
+    labels = read_mask(sample_mask_path()).labels
+    png = _save_sideways(labels * 255, tmp_path / "mask.png")
+    np.testing.assert_array_equal(read_mask(png).labels, labels)

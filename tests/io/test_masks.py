@@ -297,3 +297,93 @@ def test_one_rule_for_0_255_masks_in_inference_and_training(tmp_path) -> None:
     _Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(InputError, match="annotation mode"):
         load_label_mask(tmp_path / "rgb.png")
+
+
+# ------------------------------------------------------------------ lossy (JPEG / anti-aliased) greyscale masks
+def _bw_sample() -> np.ndarray:
+    return (read_mask(sample_mask_path()).labels > 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("quality", [100, 95, 75, 50])
+def test_jpeg_compressed_black_white_mask_is_cleaned_with_a_warning(tmp_path: Path, quality: int,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 25 (3): the sample mask saved as a lossy 0/255 JPEG held 28 grey values and became 27 objects."""
+    want = _bw_sample()
+    jpg = tmp_path / "mask.jpg"
+    Image.fromarray(want * 255, mode="L").save(jpg, quality=quality)
+    png = tmp_path / "from_jpeg.png"  # the same artefacts in a lossless file
+    Image.open(jpg).save(png)
+    assert len(np.unique(np.asarray(Image.open(png)))) > 2
+    for path in (jpg, png):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rdevos.io.masks"):
+            lm = read_mask(path)
+        assert lm.object_ids == [1]
+        assert (lm.labels == want).mean() > 0.9999  # the artefacts snap back to the drawn 0/255
+        (rec,) = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert path.name in rec.getMessage() and "JPEG" in rec.getMessage() and "pixels" in rec.getMessage()
+    # the API path (a PIL image, as pipeline() and VideoSession.add_mask take it) follows the same rule
+    assert validate_mask(Image.open(jpg), SAMPLE_SIZE).object_ids == [1]
+
+
+def test_real_multi_object_greyscale_masks_are_read_as_they_are(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Lossless label maps keep every label: ids 1..K, values 0/1/2, a thin object, spread ids; no warning."""
+    from tests.conftest import split_objects
+
+    base = _bw_sample()
+    cases = {
+        "ids": split_objects(base, (1, 2, 3)),
+        "values012": split_objects(base, (1, 2)),
+        "spread": split_objects(base, (64, 128, 255)),
+        "davis2017": split_objects(base, (1, 2, 3, 4, 5)),
+    }
+    thin = split_objects(base, (1, 2, 3))
+    thin[10:12, 20:200] = 4  # a two-pixel-wide object (a leash, a rope): no flat region, still an object
+    cases["thin"] = thin
+    for name, labels in cases.items():
+        Image.fromarray(labels, mode="L").save(tmp_path / f"{name}.png")
+        with caplog.at_level("WARNING", logger="rdevos.io.masks"):
+            lm = read_mask(tmp_path / f"{name}.png")
+        np.testing.assert_array_equal(lm.labels, labels, err_msg=name)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_greyscale_photo_or_blurred_mask_is_refused(tmp_path: Path) -> None:
+    photo = tmp_path / "grey_photo.png"
+    Image.open(sample_clip_dir() / "00000.jpg").convert("L").save(photo)
+    with pytest.raises(InputError, match="grey_photo.png.* is not a label map.*photo"):
+        read_mask(photo)
+
+
+def test_real_label_maps_are_never_taken_for_lossy() -> None:
+    """The lossy rule on real lossless label maps read as greyscale: the COCO-128 instance maps (up to 60 objects,
+    small and thin ones among them, rasterised from the polygons) and DAVIS annotations come back unchanged."""
+    from PIL import ImageDraw
+
+    from tests.conftest import DAVIS16, DAVIS_MINI, SHARED
+
+    coco = SHARED / "data" / "coco128-seg"
+    if not coco.is_dir() or not DAVIS16.is_dir():
+        pytest.skip(f"COCO-128 or DAVIS-2016 data not found under {SHARED} (set RDEVOS_SHARED)")
+    maps: list[np.ndarray] = []
+    for txt in sorted((coco / "labels").glob("*/*.txt")):
+        image = coco / "images" / txt.parent.name / f"{txt.stem}.jpg"
+        if not image.is_file():
+            continue
+        w, h = Image.open(image).size
+        im = Image.new("L", (w, h), 0)
+        draw = ImageDraw.Draw(im)
+        rows = [r.split() for r in txt.read_text().splitlines() if len(r.split()) >= 7]
+        for k, r in enumerate(rows[:255], start=1):
+            draw.polygon([(float(r[i]) * w, float(r[i + 1]) * h) for i in range(1, len(r) - 1, 2)], fill=k)
+        maps.append(np.asarray(im))
+    golden = Path(__file__).resolve().parents[1] / "data" / "jf-golden"  # DAVIS-2017-style multi-object maps
+    annotations = (sorted(DAVIS16.glob("Annotations/*/*.png"))[::40] + sorted(DAVIS_MINI.glob("Annotations/*/*.png"))
+                   + sorted(golden.glob("**/*.png"))[::4])
+    maps += [np.asarray(Image.open(p)) for p in annotations]
+    values = [set(np.flatnonzero(np.bincount(m.ravel(), minlength=256)).tolist()) for m in maps]
+    assert len(maps) > 250 and sum(len(v) > 10 for v in values) > 20  # many multi-object maps
+    for m, v in zip(maps, values):
+        want = (m == 255).astype(np.uint8) if v == {0, 255} else m
+        assert (masks_mod._grey_labels(m, "mask") == want).all()

@@ -150,7 +150,7 @@ def stop_server(server: Server) -> None:
             server.proc.wait(5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(web_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if importlib.util.find_spec("gradio") is None:
         _missing("gradio is not installed (pip install 'rdevos[web]')")
@@ -158,6 +158,9 @@ def server(web_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
     srv = start_server(root / "work", web_data["ckpt"], log=root / "server.log")
     yield srv
     stop_server(srv)
+    log = srv.log.read_text(errors="replace")
+    at = log.find("Traceback")  # an event that failed: the page showed Gradio's red "Error" instead of a message
+    assert at < 0, f"the server logged an error during the browser tests:\n{log[max(at - 500, 0):at + 3000]}"
 
 
 # ---------------------------------------------------------------------------------------------------- browser
@@ -181,9 +184,9 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def page(browser: Browser, server: Server) -> Iterator[Page]:
-    """One page for the module's tests (loading Gradio's front end takes seconds); each test opens its own job."""
+    """One server and page for the browser tests (starting them takes seconds); each test opens its own job."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 1250}, accept_downloads=True)
     pg = ctx.new_page()
     pg.set_default_timeout(30_000)

@@ -133,9 +133,9 @@ def test_box_prompt_run_fix_download(page: Page, server: Server, web_data: dict[
     expect(pg.locator("#object-list")).to_contain_text("1 · object 1")
     _click(pg, (a[0] + b[0]) / 2, (a[1] + b[1]) / 2)  # + click inside
     _message(pg, "Added to object 1 on frame 0")
-    _click(pg, 0.02, 0.02, negative=True)  # - click on the background
+    _click(pg, a[0] + (b[0] - a[0]) * 0.1, a[1] + (b[1] - a[1]) * 0.9, negative=True)  # - click: background
     _message(pg, "Removed from object 1 on frame 0")
-    (job_id,) = [j for j in _job_ids(server) if '"clip.mp4"' in (server.work / "jobs" / j / "job.json").read_text()]
+    job_id = pg.url.split("job=")[1].split("&")[0]
     ann = np.asarray(Image.open(server.work / "jobs" / job_id / "annotations" / "00000.png"))
     truth = np.asarray(Image.open(web_data["mask"])) > 0
     assert ((ann == 1) & truth).sum() / ((ann == 1) | truth).sum() > 0.5  # the prompt model found the bear
@@ -158,10 +158,10 @@ def test_box_prompt_run_fix_download(page: Page, server: Server, web_data: dict[
     pg.get_by_role("radio", name="Brush").check()
     saved = pg.evaluate("Date.now()")
     _drag(pg, (0.45, 0.4), (0.6, 0.45))
-    _message(pg, "Saved the mask of frame 6")
+    _message(pg, "Painted object 2 on frame 6")
     took = (pg.evaluate("Date.now()") - saved) / 1000
     assert took < 8, f"a brush stroke took {took:.1f} s to save and show"  # was 11-13 s with the old editor
-    expect(pg.locator("#annotations")).to_contain_text("frame 0 (object 1); frame 6 (objects 1, 2)")
+    expect(pg.locator("#annotations")).to_contain_text("frame 0 (object 1); frame 6 (object 2)")  # only its object
     pg.get_by_label("this frame").check()
     pg.click("#run")
     expect(pg.locator("#status")).to_contain_text("done · 4 / 4 frames", timeout=60_000)  # frames 6..9
@@ -229,8 +229,15 @@ def test_objects_add_rename_hide_delete_and_jobs(page: Page, server: Server, sho
     _message(pg, "Object 2 is now rock (hidden)")
     expect(objects).to_contain_text("2 · rock (hidden)")
     shot(pg, "01-objects")
+    asked: list[str] = []
+    pg.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))  # "Cancel": nothing is deleted
+    pg.click("#obj-delete")
+    _message(pg, "Kept rock")
+    expect(objects).to_contain_text("2 · rock")
+    pg.once("dialog", lambda d: (asked.append(d.message), d.accept()))
     pg.click("#obj-delete")
     _message(pg, "Deleted rock")
+    assert asked and all("Delete rock" in m and "cannot be undone" in m for m in asked), asked
     expect(objects).not_to_contain_text("rock")
     expect(pg.locator("#annotations")).not_to_contain_text("frame 3")  # its only object was rock
     # The address names the job: opening it elsewhere (or after a server restart) shows this job, not the newest.
@@ -239,9 +246,11 @@ def test_objects_add_rename_hide_delete_and_jobs(page: Page, server: Server, sho
     sample = url.split("job=")[1].split("&")[0]
     pg.goto(server.url + f"?job={sample}")
     _message(pg, "Reopened your job sample-bear")
-    # Delete the job.
+    # Delete the job (after a confirmation that names it).
+    pg.once("dialog", lambda d: (asked.append(d.message), d.accept()))
     pg.click("#job-delete")
     _message(pg, "Deleted the job sample-bear")
+    assert "Delete the job sample-bear" in asked[-1]
     assert sample not in _job_ids(server)
     assert "job=" not in pg.url  # forgotten by this browser
     pg.goto(server.url + f"?job={sample}")  # e.g. deleted from another browser

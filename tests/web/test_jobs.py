@@ -16,6 +16,7 @@ from PIL import Image
 
 from rdevos.errors import InputError, ModelNotFoundError, RDEVOSError
 from rdevos.hub import resolve_weights
+from rdevos_web.exports import prepare
 from rdevos_web.jobs import Job, JobManager, JobStatus, RunSettings, Upload, WorkFolder, safe_name
 from tests.web.conftest import CLIP_FRAMES, CLIP_SIZE
 
@@ -171,13 +172,14 @@ def test_run_writes_results_and_exports(work: WorkFolder, web_data: dict[str, Pa
     assert info.status is JobStatus.DONE, info.message
     assert (info.done, info.total, info.last_frame) == (CLIP_FRAMES, CLIP_FRAMES, CLIP_FRAMES - 1)
     assert list(_results(job)) == job.frame_names and not job.state_path.exists()
-    with zipfile.ZipFile(job.export_masks_zip()) as zf:
+    files = prepare(job)
+    with zipfile.ZipFile(files["masks"]) as zf:
         assert zf.namelist() == [f"{n}.png" for n in job.frame_names]
         im = Image.open(io.BytesIO(zf.read("00003.png")))
         assert im.mode == "P" and im.size == CLIP_SIZE
-    with av.open(str(job.export_overlay())) as c:
+    with av.open(str(files["overlay"])) as c:
         assert sum(1 for _ in c.decode(video=0)) == CLIP_FRAMES
-    with zipfile.ZipFile(job.export_objects_zip()) as zf:
+    with zipfile.ZipFile(files["objects"]) as zf:
         assert len([n for n in zf.namelist() if n.startswith("1/")]) == CLIP_FRAMES
     assert all(job.folder in p.parents for p in _files(work.root))
     manager.shutdown()
@@ -285,16 +287,23 @@ def test_run_errors_are_reported(work: WorkFolder, web_data: dict[str, Path], se
     with pytest.raises(InputError, match="mask on at least one frame"):
         manager.submit(job.id)
     job.set_annotation(0, Image.open(web_data["mask"]))
-    manager.submit(job.id, settings=RunSettings(model=str(web_data["dir"] / "missing.pt"), device="cpu"))
-    info = manager.wait(job.id)
-    assert info.status is JobStatus.FAILED and "missing.pt" in info.message
+    missing = str(web_data["dir"] / "missing.pt")
+    with pytest.raises(InputError, match="checkpoint '.*missing.pt' does not exist"):  # before it is queued
+        manager.submit(job.id, settings=RunSettings(model=missing, device="cpu"))
+    assert job.info().status is JobStatus.READY
+    with pytest.raises(InputError, match="device 'cuda' is not available"):
+        manager.submit(job.id, settings=RunSettings(model=str(web_data["ckpt"]), device="cuda"))
     try:
         resolve_weights(None)
     except ModelNotFoundError:  # the embedded default model is not shipped yet: the message says what to do
-        manager.submit(job.id, settings=RunSettings(model=None, device="cpu"))
-        info = manager.wait(job.id)
-        assert info.status is JobStatus.FAILED and "embedded model" in info.message and "'Model'" in info.message
+        with pytest.raises(InputError, match="'Model'"):
+            manager.submit(job.id, settings=RunSettings(model=None, device="cpu"))
+    broken = web_data["dir"] / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    manager.submit(job.id, settings=RunSettings(model=str(broken), device="cpu"))  # found only by loading it
+    info = manager.wait(job.id)
     manager.shutdown()
+    assert info.status is JobStatus.FAILED and "broken.pt" in info.message
     assert json.loads(job.info_path.read_text())["status"] == "failed"
 
 
