@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 from rdevos.errors import UsageError
-from rdevos.cli._common import (EXIT_OK, _add_device, _add_memory_options, _add_model, _add_no_progress, _add_precision,
-                                _command, _inference_config, _positive_int, _shard, check_device, check_input_dir,
-                                check_output_dir, check_output_file, logger)
+from rdevos.cli._common import (EXIT_OK, _add_device, _add_flip, _add_memory_options, _add_model, _add_no_progress,
+                                _add_precision, _command, _inference_config, _positive_int, _shard, check_device,
+                                check_input_dir, check_output_dir, check_output_file, logger)
 
 
 # ---------------------------------------------------------------------------------------------------- eval
@@ -99,6 +99,7 @@ def _add_run_dataset(sub: argparse._SubParsersAction) -> None:
     _add_device(p)
     _add_precision(p, "fp32", "fp32 reproduces the reference numerics")
     _add_memory_options(p, "short side (>= 16) or 'native' instead of the preset's")
+    _add_flip(p)
     p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
                    help="run shard I of N (default: RANK/WORLD_SIZE)")
     p.add_argument("--all-frames-root", type=Path, default=None,

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from rdevos.errors import InputError, RDEVOSError, UsageError
-from rdevos.cli._common import (_PRESET_HELP, _VIDEO_SUFFIXES, EXIT_OK, PRESETS, _add_device, _add_memory_options,
-                                _add_model, _add_no_progress, _add_precision, _command, _inference_config,
-                                _int_at_least, _non_negative_int, _peak_rss_mib, check_device, check_input_dir,
-                                check_output_dir, check_output_file, logger)
+from rdevos.cli._common import (_PRESET_HELP, _VIDEO_SUFFIXES, EXIT_OK, PRESETS, _add_device, _add_flip,
+                                _add_memory_options, _add_model, _add_no_progress, _add_precision, _command,
+                                _inference_config, _int_at_least, _non_negative_int, _peak_rss_mib, check_device,
+                                check_input_dir, check_output_dir, check_output_file, logger)
 
 
 # ---------------------------------------------------------------------------------------------------- segment
@@ -43,6 +43,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     _add_precision(p)
     p.add_argument("--preset", default=None, choices=PRESETS, help=_PRESET_HELP)
     _add_memory_options(p)
+    _add_flip(p)
     p.add_argument("--direction", choices=["forward", "backward", "both"], default="forward",
                    help="forward from the first mask to the end, backward from the last mask to frame 0, or both "
                         "(every frame: each object forward from its masks and backward from its first mask; frames "

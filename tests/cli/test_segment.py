@@ -459,3 +459,31 @@ def test_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> No
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: modelscope)" not in text  # the model's own settings are the default
     assert "for the embedded model short side 480, top-k 20, every 5th frame" in text
+
+
+
+def test_flip_runs_the_mirrored_video_too_and_is_part_of_the_run(tmp_path: Path, ckpt: Path, short_clip: Path,
+                                                                  tiny_model: RDEVOS) -> None:
+    """--flip is InferenceConfig.flip: the CLI's masks are the library's with flip averaging (which differ from
+    those without), and the setting is part of the recorded run."""
+    import torch
+
+    from rdevos import InferenceConfig, VideoSession
+    from rdevos.io.frames import FolderSource
+
+    assert _seg(short_clip, "--mask", MASK, "-o", tmp_path / "plain", "--model", ckpt, "--threads", "1") == 0
+    assert _seg(short_clip, "--mask", MASK, "-o", tmp_path / "f", "--model", ckpt, "--flip", "--threads", "1") == 0
+    assert json.loads((tmp_path / "f" / ".rdevos-run.json").read_text())["settings"]["flip"] is True
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CLI's --threads 1: same bits
+    try:
+        s = VideoSession(tiny_model, FolderSource(short_clip), InferenceConfig(resolution=64, precision="fp32",
+                                                                                 flip=True))
+        s.add_mask(0, read_mask(MASK).labels)
+        want = {f.name: f.labels for f in s.propagate()}
+    finally:
+        torch.set_num_threads(threads)
+    got, plain = _pngs(tmp_path / "f"), _pngs(tmp_path / "plain")
+    assert got.keys() == want.keys() == plain.keys()
+    assert all(np.array_equal(got[k], want[k]) for k in got)
+    assert any(not np.array_equal(got[k], plain[k]) for k in got)
