@@ -1,7 +1,7 @@
 """Every shipped video model exported as a user does it (``rdevos export``), then run end to end on real frames at
 three frame sizes the graphs were not traced with (traced on 64x96): labels equal to the PyTorch engine's.
 
-rdevos-lite2 (the default, EfficientNet-Lite2 key encoder with TF "SAME" padding) exported fine but failed on every
+rdevos-lite2 (then the default, EfficientNet-Lite2 key encoder with TF "SAME" padding) exported fine but failed on every
 real frame: the traced graphs kept the padding of the 64x96 example (ONNX: ``Concat node
 '/value_encoder/fuser/Concat' ... mismatched dimensions``; TorchScript: a size error in the value encoder).
 """
@@ -21,6 +21,7 @@ from PIL import Image
 from rdevos import InferenceConfig, InferenceEngine, ModelConfig
 from rdevos.cli import main
 from rdevos.hub import load_model, save_checkpoint
+from rdevos.hub.registry import DEFAULT_MODEL, REGISTRY
 from rdevos.model.network import RDEVOS
 from tests.conftest import SAMPLE, sane_init_, split_objects
 from tests.export.conftest import onnxruntime_or_skip
@@ -35,7 +36,9 @@ FRAMES = 3
 #: fraction of its widths and depths, random weights.
 OFFICIAL_SMALL = ModelConfig(key_block="bottleneck", key_layers=(1, 1, 1), key_width=16, value_layers=(1, 1, 1),
                              value_width=8, key_dim=16, value_dim=32, decoder_dims=(16, 16), cbam_reduction=4)
-MODELS = ["rdevos-lite2", "rdevos-lite", "official-small"]
+#: Every model shipped inside the package (the registry's embedded weights; the default first), and the official
+#: architecture.
+MODELS = [DEFAULT_MODEL, *(n for n, spec in REGISTRY.items() if spec.resource and n != DEFAULT_MODEL), "official-small"]
 
 
 @pytest.fixture(scope="module")
