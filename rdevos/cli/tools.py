@@ -253,13 +253,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- models
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    _command(sub, "models", _cmd_models, help="list named models (the default is marked)")
+    _command(sub, "models", _cmd_models, help="list named models, video and prompt (the defaults are marked)")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from rdevos.hub.registry import DEFAULT_MODEL, REGISTRY
+    from rdevos.hub.registry import DEFAULT_MODEL, DEFAULT_PROMPT_MODEL, PROMPT_REGISTRY, REGISTRY
 
+    print("video models (--model):")
     for name, spec in sorted(REGISTRY.items()):
         mark = " (default: used when no --model / model= is given)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{mark}\n    {spec.description} [{spec.license}]")
+    print("\nprompt models (box / clicks to mask: --box, --point, rdevos mask, export --prompt-model):")
+    for name, spec in sorted(PROMPT_REGISTRY.items()):
+        mark = " (default)" if name == DEFAULT_PROMPT_MODEL else ""
         print(f"{name}{mark}\n    {spec.description} [{spec.license}]")
     return EXIT_OK

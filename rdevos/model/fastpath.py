@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rdevos.config import FP32_STRIDES
-from rdevos.model.backbones import EfficientNetLite, MBConv, SameConv2d
+from rdevos.model.backbones import EfficientNetLite, MBConv, SameConv2d, same_padding
 from rdevos.model.decoder import Decoder, UpsampleBlock
 from rdevos.model.encoders import (BasicBlock, Bottleneck, FeatureFusionBlock, KeyEncoder, LiteValueEncoder,
                                    ResBlock, ValueEncoder)
@@ -122,8 +122,7 @@ class FusedConv2d(nn.Module):
         pads = []
         for size, k, s, d in ((x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1]),
                               (x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])):
-            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            pads += [total // 2, total - total // 2]
+            pads += list(same_padding(int(size), k, s, d))
         if pads[0] == pads[1] and pads[2] == pads[3]:
             return x, [pads[2], pads[0]]
         return F.pad(x, pads), [0, 0]

@@ -223,5 +223,9 @@ def test_help_and_models(capsys: pytest.CaptureFixture[str]) -> None:
     assert "objects tracked" in " ".join(capsys.readouterr().out.split())
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    default = [ln for ln in out.splitlines() if "(default" in ln]
-    assert len(default) == 1 and default[0].startswith("rdevos-lite")
+    from rdevos.hub.registry import DEFAULT_MODEL, DEFAULT_PROMPT_MODEL
+
+    video, prompt = out.split("prompt models")
+    assert [ln for ln in video.splitlines() if "(default" in ln] == [f"{DEFAULT_MODEL} (default: used when no --model "
+                                                                      "/ model= is given)"]
+    assert [ln for ln in prompt.splitlines() if "(default" in ln] == [f"{DEFAULT_PROMPT_MODEL} (default)"]
