@@ -218,7 +218,7 @@ class InferenceConfig:
         1. ``overrides``: what the caller sets explicitly (``--top-k``, ``pipeline(top_k=...)``, ...);
         2. ``preset``: a preset the user names (:data:`PRESETS`); it replaces the model's defaults as a whole;
         3. ``model_defaults``: the model's own settings (``RDEVOS.inference_defaults``, e.g. the resolution it was
-           trained at; the embedded model: short side 480, top-k 20, memory every 5th frame);
+           trained at; the embedded model: short side 540, top-k 20, memory every 10th frame);
         4. the library defaults, :class:`InferenceConfig` ``()``: ModelScope's (short side 480, top-k 20, memory
            every 4th frame).
 

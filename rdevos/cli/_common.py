@@ -26,7 +26,7 @@ _PRESET_HELP = ("inference settings: modelscope (short side 480, top-k 20, memor
                 "davis2016 (native size, top-k 40, every 3rd), youtubevos (short side 480, top-k 20, 4 frames "
                 "after the last memory frame). A named preset replaces the model's own settings; --resolution, "
                 "--top-k and --mem-every override both (default: the model's own settings, for the embedded model "
-                "short side 480, top-k 20, every 5th frame; for a checkpoint without settings, modelscope)")
+                "short side 540, top-k 20, every 10th frame; for a checkpoint without settings, modelscope)")
 _TOP_K_HELP = "memory entries each query pixel reads (top-k of the affinity; default: the preset's, else the model's)"
 _MEM_EVERY_HELP = "add a frame to the memory every N frames (default: the preset's, else the model's)"
 _RESOLUTION_HELP = ("short side to resize the frames to (>= 16), or 'native' (default: the preset's, else the "

@@ -24,7 +24,7 @@ MODELSCOPE_ID = "damo/cv_rdevos_video-object-segmentation"
 LITE_CONFIG = ModelConfig(key_block="basic", key_layers=(2, 2, 2), key_width=32, value_layers=(1, 1, 1),
                           value_width=16, key_dim=64, value_dim=128, decoder_dims=(64, 32), cbam_reduction=16,
                           rde_norm=True)
-#: Architecture of the embedded default model (configs/lite2-davis.yaml): ImageNet EfficientNet-Lite2 key encoder.
+#: Architecture of rdevos-lite2 and rdevos-lite3 (configs/lite2-davis.yaml): ImageNet EfficientNet-Lite2 key encoder.
 LITE2_CONFIG = ModelConfig(key_backbone="efficientnet-lite2", value_layers=(1, 1, 1), value_width=16, key_dim=64,
                            value_dim=128, decoder_dims=(64, 32), cbam_reduction=16, rde_norm=True)
 #: The embedded default model (configs/lite3-davis.yaml): rdevos-lite2 trained further on multi-object material.
@@ -56,10 +56,11 @@ REGISTRY: dict[str, WeightSpec] = {
         description="Official RDE-VOS weights (s012, YouTube-VOS 2019 val 83.3 J&F) from ModelScope."),
     DEFAULT_MODEL: WeightSpec(
         name=DEFAULT_MODEL, resource="assets/weights/rdevos_lite3.pt",
-        sha256="88e148d85071c799803a8334bb977d97d446088b1af2cae524c2082084947302",
+        sha256="f715438eec84316e0f6e1f70495cafe5763611794229b305770eb5243a3c1d7a",
         config=LITE2_CONFIG,
-        license="CC BY-NC 4.0 (trained on DAVIS data); coco128-seg images and annotations (COCO: CC BY 4.0 "
-                "annotations, Flickr terms for the images); EfficientNet-Lite2 ImageNet weights Apache-2.0",
+        license="CC BY-NC 4.0 (trained on DAVIS data); also trained on coco128-seg (COCO annotations CC BY 4.0, "
+                "images under their Flickr terms, Ultralytics packaging GPL-3.0); EfficientNet-Lite2 ImageNet "
+                "weights Apache-2.0",
         description="The default: rdevos-lite2 (same architecture, 4.1 M params) trained further by this project "
                     "on 22 DAVIS-2016 train sequences and 106 coco128-seg images with up to 3 objects per clip "
                     "(configs/lite3-davis.yaml); embedded."),

@@ -2,7 +2,7 @@
 
 Same input and output keys as ModelScope (``{'images': [PIL...], 'mask': PIL}`` -> ``{'masks': uint8 [T, H, W]}``)
 and, for weights without settings of their own (the official ones), the same defaults (short side 480, top-k 20,
-memory every 4th frame); the embedded model brings its own (short side 480, top-k 20, memory every 5th frame), and
+memory every 4th frame); the embedded model brings its own (short side 540, top-k 20, memory every 10th frame), and
 a named ``preset`` replaces them (:meth:`~rdevos.config.InferenceConfig.for_model`). One difference, on purpose: the output
 holds the user's own label values (a mask with labels {3, 7} gives 3 and 7 back), where ModelScope returns the
 indices 0..K of the sorted labels. Pass ``modelscope_labels=True`` to get ModelScope's indices.
@@ -120,8 +120,8 @@ def pipeline(task: str = TASK, model: str | os.PathLike[str] | RDEVOS | None = N
         device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``...
         precision: ``fp32`` (reference numerics), ``bf16`` or ``fp16``.
         preset: ``modelscope``, ``davis2017``, ``davis2016`` or ``youtubevos``: replaces the model's own settings
-            as a whole (default ``None``: the model's own settings; the embedded model: short side 480, top-k 20,
-            memory every 5th frame; a checkpoint without them: ModelScope's). Explicit ``top_k``, ``mem_every`` and
+            as a whole (default ``None``: the model's own settings; the embedded model: short side 540, top-k 20,
+            memory every 10th frame; a checkpoint without them: ModelScope's). Explicit ``top_k``, ``mem_every`` and
             ``resolution`` override both (:meth:`InferenceConfig.for_model`, the one rule).
     """
     if task != TASK:

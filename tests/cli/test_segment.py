@@ -458,7 +458,11 @@ def test_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["segment", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: modelscope)" not in text  # the model's own settings are the default
-    assert "for the embedded model short side 480, top-k 20, every 5th frame" in text
+    from rdevos import load_model
+
+    d = load_model().inference_defaults
+    assert (f"for the embedded model short side {d['resolution']}, top-k {d['top_k']}, every {d['mem_every']}th "
+            "frame") in text
 
 
 

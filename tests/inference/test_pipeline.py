@@ -89,9 +89,9 @@ def test_a_named_preset_applies_with_the_default_model(caplog: pytest.LogCapture
     from rdevos import InferenceConfig, load_model
 
     model = load_model()
-    assert model.inference_defaults == {"resolution": 480, "top_k": 20, "mem_every": 5}
+    assert model.inference_defaults == {"resolution": 540, "top_k": 20, "mem_every": 10}  # chosen for rdevos-lite3
     own = pipeline(model=model).config
-    assert (own.top_k, own.mem_every, own.resolution) == (20, 5, 480)
+    assert (own.top_k, own.mem_every, own.resolution) == (20, 10, 540)
     with caplog.at_level("INFO", logger="rdevos.config"):
         named = pipeline(model=model, preset="davis2017").config
     assert (named.top_k, named.mem_every, named.resolution) == (40, 3, None)
