@@ -346,7 +346,7 @@ def _peer_video(c: BenchConfig, frames: list[np.ndarray], labels: np.ndarray) ->
             proc = InferenceCore(net, cfg=cfg)
             t0, c0 = time.perf_counter(), time.process_time()
             for i, j in enumerate(frame_order(len(frames), n)):
-                image = (torch.from_numpy(frames[j]).permute(2, 0, 1).float() / 255 - mean) / std
+                image = (torch.tensor(frames[j]).permute(2, 0, 1).float() / 255 - mean) / std
                 prob = proc.step(image, mask if i == 0 else None, objects=ids if i == 0 else None,
                                  end=i == n - 1)
                 prob.argmax(0).to(torch.uint8)
