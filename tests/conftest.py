@@ -13,6 +13,7 @@ Data, from the most to the least available:
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,14 @@ DAVIS_MINI = REPO / "tests" / "data" / "davis-mini"
 #: A small architecture with the same module tree (and so the same key names) as the official one.
 TINY = ModelConfig(key_block="basic", key_layers=(1, 1, 1), key_width=16, value_layers=(1, 1, 1), value_width=8,
                    key_dim=16, value_dim=32, decoder_dims=(16, 16), cbam_reduction=4)
+
+
+def sample_frames(dest: Path, n: int) -> Path:
+    """The first ``n`` frames of the bundled sample clip (480x270 JPEGs ``00000.jpg``...) copied into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted((SAMPLE / "frames").glob("*.jpg"))[:n]:
+        shutil.copy(f, dest / f.name)
+    return dest
 
 
 def sane_init_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

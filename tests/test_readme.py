@@ -11,7 +11,6 @@ prompt model.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 import rdevos.io.sample
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, sample_frames
 
 BLOCKS = re.findall(r"^```python\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.S | re.M)
 EXPORT = [b for b in BLOCKS if "OnnxEngine" in b]
@@ -35,10 +34,7 @@ def _run(code: str, ns: dict[str, Any]) -> None:
 def readme(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     """The namespace after every block but the ONNX one, and the folder they ran in."""
     work = tmp_path_factory.mktemp("readme")
-    clip = work / "sample" / "frames"
-    clip.mkdir(parents=True)
-    for f in sorted((SAMPLE / "frames").glob("*.jpg"))[:FRAMES]:
-        shutil.copy(f, clip / f.name)
+    clip = sample_frames(work / "sample" / "frames", FRAMES)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(rdevos.io.sample, "sample_clip_dir", lambda: clip)
         mp.chdir(work)

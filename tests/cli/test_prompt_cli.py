@@ -12,7 +12,7 @@ from rdevos.cli import main
 from rdevos.io.masks import read_mask
 from rdevos.prompt import iou
 from rdevos.prompt.encoding import mask_box
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, sample_frames
 
 FRAMES = SAMPLE / "frames"
 FIRST = FRAMES / "00000.jpg"
@@ -138,11 +138,7 @@ def tiny_ckpt(tmp_path: Path, tiny_model) -> Path:  # type: ignore[no-untyped-de
 
 @pytest.fixture
 def clip3(tmp_path: Path) -> Path:
-    clip = tmp_path / "clip"
-    clip.mkdir()
-    for f in sorted(FRAMES.glob("*.jpg"))[:3]:
-        (clip / f.name).write_bytes(f.read_bytes())
-    return clip
+    return sample_frames(tmp_path / "clip", 3)
 
 
 def test_segment_mask_and_box_give_distinct_objects(tmp_path: Path, capsys: pytest.CaptureFixture[str],

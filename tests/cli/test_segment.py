@@ -18,7 +18,7 @@ from rdevos.cli import main
 from rdevos.hub import save_checkpoint
 from rdevos.io.masks import read_mask, write_mask
 from rdevos.model.network import RDEVOS
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, sample_frames
 
 FRAMES = SAMPLE / "frames"
 MASK = SAMPLE / "first_mask.png"
@@ -166,11 +166,7 @@ def test_model_inference_defaults_apply_unless_overridden(tmp_path: Path, tiny_m
 @pytest.fixture
 def short_clip(tmp_path: Path) -> Path:
     """The first 7 sample frames (480x270)."""
-    d = tmp_path / "frames7"
-    d.mkdir()
-    for f in sorted(FRAMES.glob("*.jpg"))[:7]:
-        (d / f.name).write_bytes(f.read_bytes())
-    return d
+    return sample_frames(tmp_path / "frames7", 7)
 
 
 def _levels(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:

@@ -27,7 +27,7 @@ from rdevos.hub import save_checkpoint
 from rdevos.inference.engine import InferenceEngine
 from rdevos.inference.pipelining import PIPELINE_ENV, Ahead, StageChooser, propagate_ahead
 from rdevos.model.network import RDEVOS
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, sample_frames
 
 
 # ------------------------------------------------------------------------------------------------ Ahead
@@ -268,10 +268,7 @@ def test_a_write_error_stops_the_run_at_that_frame_and_the_resume_is_identical(t
 
 def test_a_corrupt_frame_is_reported_by_name_from_the_encoder_thread(tiny_model: RDEVOS, tmp_path: Path,
                                                                       one_torch_thread: None) -> None:
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for i, f in enumerate(sorted((SAMPLE / "frames").glob("*.jpg"))[:8]):
-        shutil.copy(f, frames / f"{i:05d}.jpg")
+    frames = sample_frames(tmp_path / "frames", 8)
     (frames / "00006.jpg").write_bytes(b"not a jpeg")
     mask = np.asarray(Image.open(SAMPLE / "first_mask.png"))
     s = VideoSession(tiny_model, frames, InferenceConfig(resolution=None, precision="fp32"))

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdevos_web.jobs import Job, JobManager, JobStatus, RunSettings, Upload, WorkFolder
+from rdevos_web.jobs import Job, JobManager, JobStatus, RunSettings, WorkFolder
 from tests.web.conftest import CLIP_FRAMES
-from tests.web.test_jobs import settings, work  # noqa: F401 - the same fixtures
-
-
-def _job(work: WorkFolder, web_data: dict[str, Path]) -> Job:
-    job = work.create_job([Upload(web_data["video"], "clip.mp4")])
-    job.set_annotation(0, Image.open(web_data["mask"]))
-    return job
+from tests.web.test_jobs import _video_job as _job  # the same clip.mp4 job, first-frame mask
+from tests.web.test_jobs import cancel_after, settings, work  # noqa: F401 - the same fixtures
 
 
 def test_both_from_a_start_frame_covers_every_frame(work: WorkFolder, web_data: dict[str, Path],
@@ -44,16 +39,8 @@ def test_progress_never_goes_back_across_a_resume(work: WorkFolder, web_data: di
         return real_update(self, **changes)
 
     real_write = JobManager._write_result
-    count = {"n": 0}
-
-    def write(self: JobManager, j: Job, name: str, labels: np.ndarray) -> None:
-        real_write(self, j, name, labels)
-        count["n"] += 1
-        if count["n"] == 5:
-            manager.cancel(job.id)
-
     monkeypatch.setattr(Job, "update", update)
-    monkeypatch.setattr(JobManager, "_write_result", write)
+    cancel_after(manager, job.id, 5, monkeypatch)
     manager.submit(job.id)
     assert manager.wait(job.id).done == 5
     monkeypatch.setattr(JobManager, "_write_result", real_write)

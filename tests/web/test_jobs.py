@@ -55,6 +55,20 @@ def _video_job(work: WorkFolder, web_data: dict[str, Path], name: str = "clip.mp
     return job
 
 
+def cancel_after(manager: JobManager, job_id: str, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancel ``job_id`` on ``manager`` right after its ``n``-th result is written (undo with ``monkeypatch``)."""
+    real = JobManager._write_result
+    count = {"n": 0}
+
+    def write(self: JobManager, job: Job, name: str, labels: np.ndarray) -> None:
+        real(self, job, name, labels)
+        count["n"] += 1
+        if count["n"] == n:
+            manager.cancel(job_id)
+
+    monkeypatch.setattr(JobManager, "_write_result", write)
+
+
 def _results(job: Job) -> dict[str, np.ndarray]:
     return {p.stem: np.asarray(Image.open(p)) for p in sorted(job.masks_dir.glob("*.png"))}
 
@@ -208,26 +222,13 @@ def test_correction_propagates_from_its_frame(work: WorkFolder, web_data: dict[s
     manager.shutdown()
 
 
-def _cancel_after(manager: JobManager, job_id: str, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = JobManager._write_result
-    count = {"n": 0}
-
-    def write(self: JobManager, job: Job, name: str, labels: np.ndarray) -> None:
-        real(self, job, name, labels)
-        count["n"] += 1
-        if count["n"] == n:
-            manager.cancel(job_id)
-
-    monkeypatch.setattr(JobManager, "_write_result", write)
-
-
 def test_cancel_then_continue_matches_a_clean_run(work: WorkFolder, web_data: dict[str, Path],
                                                  settings: RunSettings, monkeypatch: pytest.MonkeyPatch) -> None:
     clean = _video_job(work, web_data, "clean.mp4")
     manager = JobManager(work, settings)
     manager.wait(manager.submit(clean.id).id)
     job = _video_job(work, web_data)
-    _cancel_after(manager, job.id, 6, monkeypatch)
+    cancel_after(manager, job.id, 6, monkeypatch)
     manager.submit(job.id)
     info = manager.wait(job.id)
     assert info.status is JobStatus.CANCELLED and info.done == 6 and info.message == "press Run to continue"
@@ -247,7 +248,7 @@ def test_restarted_server_lists_and_continues_jobs(work: WorkFolder, web_data: d
     job = _video_job(work, web_data)
     other = work.create_job([Upload(web_data["zip"], "frames.zip")])
     first = JobManager(work, settings)
-    _cancel_after(first, job.id, 4, monkeypatch)
+    cancel_after(first, job.id, 4, monkeypatch)
     first.submit(job.id)
     first.wait(job.id)
     first.shutdown()

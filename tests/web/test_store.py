@@ -12,17 +12,12 @@ from PIL import Image
 
 from rdevos.errors import InputError
 from rdevos.io.masks import write_mask
-from rdevos_web.jobs import Job, JobManager, JobSettings, JobStatus, RunSettings, Upload, WorkFolder
+from rdevos_web.jobs import Job, JobManager, JobSettings, JobStatus, RunSettings, WorkFolder
 from tests.web.conftest import CLIP_FRAMES, CLIP_SIZE
-from tests.web.test_jobs import settings, work  # noqa: F401 - the same fixtures
+from tests.web.test_jobs import _video_job as _job  # the same clip.mp4 job, first-frame mask
+from tests.web.test_jobs import cancel_after, settings, work  # noqa: F401 - the same fixtures
 
 W, H = CLIP_SIZE
-
-
-def _job(work: WorkFolder, web_data: dict[str, Path]) -> Job:
-    job = work.create_job([Upload(web_data["video"], "clip.mp4")])
-    job.set_annotation(0, Image.open(web_data["mask"]))
-    return job
 
 
 def _box(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -176,16 +171,7 @@ def test_a_restarted_server_continues_with_the_jobs_settings(work: WorkFolder, w
     job = _job(work, web_data)
     first = JobManager(work, settings)
     job.set_settings(first.defaults, resolution=64, direction="both")
-    real = JobManager._write_result
-    count = {"n": 0}
-
-    def write(self: JobManager, j: Job, name: str, labels: np.ndarray) -> None:
-        real(self, j, name, labels)
-        count["n"] += 1
-        if count["n"] == 4:
-            first.cancel(job.id)
-
-    monkeypatch.setattr(JobManager, "_write_result", write)
+    cancel_after(first, job.id, 4, monkeypatch)
     first.submit(job.id)
     assert first.wait(job.id).done == 4
     first.shutdown()
