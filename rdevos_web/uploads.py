@@ -35,6 +35,7 @@ from typing import IO
 from PIL import Image
 
 from rdevos import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FolderSource, InputError, RDEVOSError, VideoSource, read_mask
+from rdevos.io.frames import upright_size
 from rdevos_web.store import Job, JobInfo, safe_name
 
 logger = logging.getLogger(__name__)
@@ -312,9 +313,10 @@ class WorkFolder:
         h, w = src.size
         for f in src.files:  # headers only: same size everywhere, so a run never stops half-way on a bad frame
             with Image.open(f) as im:
-                if im.size != (w, h):
-                    raise InputError(f"frame '{f.name}' is {im.size[0]}x{im.size[1]} but the first frame is {w}x{h}; "
-                                     "all frames must have the same size")
+                fh, fw = upright_size(im)  # as FolderSource reads it: EXIF orientation applied
+            if (fh, fw) != (h, w):
+                raise InputError(f"frame '{f.name}' is {fw}x{fh} but the first frame is {w}x{h}; "
+                                 "all frames must have the same size")
         src.get(0)
         return JobInfo(id=job_id, name=name, created=time.time(), num_frames=src.num_frames, height=h, width=w,
                        fps=float(fps), objects=[], masks={})

@@ -37,6 +37,7 @@ __all__ = [
     "natural_sort_key",
     "to_rgb_array",
     "upright",
+    "upright_size",
     "read_image",
 ]
 
@@ -112,7 +113,7 @@ def upright(im: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(im)
 
 
-def _upright_size(im: Image.Image) -> tuple[int, int]:
+def upright_size(im: Image.Image) -> tuple[int, int]:
     """``(height, width)`` of :func:`upright` ``(im)``, from the header only."""
     width, height = im.size
     return (width, height) if _orientation(im) in _SWAPPING_ORIENTATIONS else (height, width)
@@ -383,7 +384,7 @@ class FolderSource(FrameSource):
             path = self._files[0]
             try:
                 with Image.open(path) as im:
-                    self._size = _upright_size(im)
+                    self._size = upright_size(im)
             except _PIL_ERRORS as exc:
                 raise InputError(f"cannot read frame '{path}': {exc}") from exc
         return self._size

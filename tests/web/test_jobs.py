@@ -97,6 +97,25 @@ def test_zip_and_image_uploads(work: WorkFolder, web_data: dict[str, Path], tmp_
     assert job2.frame_names == ["frame_0", "frame_1", "frame_2"] and job2.info().name == "3 images"
 
 
+def test_phone_photos_with_exif_rotation_upload_upright(work: WorkFolder, tmp_path: Path) -> None:
+    """Portrait photos stored landscape with an EXIF orientation: the same-size check compares upright sizes, as
+    FolderSource reads them (it compared stored sizes and refused every such upload, even its first frame)."""
+    ups = []
+    for i in range(3):
+        p = tmp_path / f"IMG_{i}.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 degrees to view
+        Image.fromarray(np.full((40, 60, 3), 80 + 40 * i, np.uint8)).save(p, exif=exif.tobytes())
+        ups.append(Upload(p, p.name))
+    job = work.create_job(ups)
+    assert (job.info().height, job.info().width) == (60, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 1  # a fourth photo really landscape: still refused, naming it
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "IMG_3.jpg", exif=exif.tobytes())
+    with pytest.raises(InputError, match="frame 'IMG_3.jpg' is 60x40 but the first frame is 40x60"):
+        work.create_job([*ups, Upload(tmp_path / "IMG_3.jpg", "IMG_3.jpg")])
+
+
 @pytest.mark.parametrize("name,content,message", [
     ("notes.mp4", b"just text\n" * 50, "'notes.mp4' is not a readable video file"),
     ("notes.txt", b"hello", "'notes.txt' is not an accepted file type"),
