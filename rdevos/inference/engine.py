@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -39,6 +39,8 @@ class EncodedFrame:
     pad: tuple[int, int, int, int]  #: padding of ``x`` (left, right, top, bottom)
     feats: KeyFeatures  #: the key encoder's output
     net: object  #: the inference network that computed ``feats``
+    #: with ``config.flip``: the mirrored frame as the mirror engine encoded it (``None`` without flip averaging)
+    mirrored: EncodedFrame | None = None
 
 
 @dataclass
@@ -255,7 +257,8 @@ class InferenceEngine:
         x = x[None].contiguous(memory_format=torch.channels_last)
         with self._autocast():
             feats = self.net.encode_key(x)
-        return EncodedFrame((int(h), int(w)), size, x, pad, feats, self.net)
+        enc = EncodedFrame((int(h), int(w)), size, x, pad, feats, self.net)
+        return enc if self._mirror is None else replace(enc, mirrored=self._mirror.encode(_hflip(image)))
 
     @torch.inference_mode()
     def step(self, image: object, mask: object | None = None, *, objects: Iterable[int] | None = None,
@@ -276,7 +279,13 @@ class InferenceEngine:
         """
         prob = self._step(image, mask, objects, is_last)
         if self._mirror is not None:  # flip averaging: the mirrored video's probabilities, mirrored back
-            mirrored = self._mirror._step(_hflip(image), None if mask is None else _hflip(mask), objects, is_last)
+            if isinstance(image, EncodedFrame):
+                if image.mirrored is None:
+                    raise InputError("this frame was encoded by an engine without flip averaging")
+                flipped: object = image.mirrored
+            else:
+                flipped = _hflip(image)
+            mirrored = self._mirror._step(flipped, None if mask is None else _hflip(mask), objects, is_last)
             prob = (prob + mirrored.flip(-1)) / 2
         return prob
 

@@ -487,3 +487,7 @@ def test_flip_runs_the_mirrored_video_too_and_is_part_of_the_run(tmp_path: Path,
     assert got.keys() == want.keys() == plain.keys()
     assert all(np.array_equal(got[k], want[k]) for k in got)
     assert any(not np.array_equal(got[k], plain[k]) for k in got)
+    # two threads: the key encoder runs ahead in a second stage, the mirrored frame with it; the same masks
+    assert _seg(short_clip, "--mask", MASK, "-o", tmp_path / "f2", "--model", ckpt, "--flip", "--threads", "2") == 0
+    got2 = _pngs(tmp_path / "f2")
+    assert got2.keys() == got.keys() and all(np.array_equal(got2[k], got[k]) for k in got)

@@ -32,6 +32,21 @@ def test_flip_averages_the_mirrored_video(tiny_model: RDEVOS, clip) -> None:
     assert any(not torch.equal(p, a) for p, a in zip(tta[1:], plain[1:]))  # it does change the result
 
 
+def test_frames_encoded_ahead_carry_the_mirrored_encoding(tiny_model: RDEVOS, clip) -> None:
+    """step(engine.encode(image)) is step(image) with flip averaging too (the key encoder runs ahead in another
+    thread on 2+ cores; it used to fail with 'unsupported frame/mask type EncodedFrame')."""
+    frames, mask = clip
+    frames = frames[:4]
+    cfg = CFG.replace(flip=True)
+    ref = _run(InferenceEngine(tiny_model, cfg), frames, mask)
+    eng = InferenceEngine(tiny_model, cfg)
+    ahead = _run(eng, [eng.encode(f) for f in frames], mask)
+    for t, (a, b) in enumerate(zip(ref, ahead)):
+        assert torch.equal(a, b), f"frame {t}"
+    with pytest.raises(InputError, match="without flip averaging"):
+        eng.step(InferenceEngine(tiny_model, CFG).encode(frames[0]))
+
+
 def test_flip_is_mirror_equivariant_for_every_input_type(tiny_model: RDEVOS, clip) -> None:
     """Flip averaging of the mirrored video is exactly the mirror of flip averaging: the two engines swap roles."""
     frames, mask = clip
