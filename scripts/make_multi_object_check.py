@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--coco-frames", type=int, default=20, help="frames per coco clip (0: no coco clips)")
     ap.add_argument("--seed", type=int, default=23)
     args = ap.parse_args()
+    if args.out.exists() and any(args.out.iterdir()) and not (args.out / "manifest.json").is_file():
+        ap.error(f"--out {args.out} holds other files; give an empty or new folder (a folder this script wrote, with "
+                 "its manifest.json, is rewritten with the same clips)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig.from_yaml(args.config, [f"val_root={args.davis_root}"])
     held = list(cfg.val_sequences)
